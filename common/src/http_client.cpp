@@ -1,0 +1,661 @@
+// HTTP/1.1 client: one operation object per request or stream, driven by completion handlers on
+// the io_context. Connections use asio's generic stream protocol, so TCP and unix sockets share
+// all code past connect().
+
+#include "corral/common/http_client.hpp"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cerrno>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "corral/common/log.hpp"
+
+namespace corral::http {
+
+namespace asio = boost::asio;
+namespace bhttp = boost::beast::http;
+using boost::system::error_code;
+using GenericEndpoint = asio::generic::stream_protocol::endpoint;
+
+namespace {
+
+std::string ms_text(std::chrono::milliseconds ms) { return std::to_string(ms.count()) + " ms"; }
+
+// Turns an Asio/Beast error into an Error with an errno-style code the caller can act on.
+Error to_error(const error_code& ec, const std::string& what) {
+  if (ec == asio::error::eof || ec == bhttp::error::end_of_stream ||
+      ec == bhttp::error::partial_message) {
+    return Error(ECONNRESET, what + ": the server closed the connection early");
+  }
+  if (ec == bhttp::error::body_limit || ec == bhttp::error::header_limit ||
+      ec == bhttp::error::buffer_overflow) {
+    return Error(EMSGSIZE, what + ": " + ec.message());
+  }
+  if (ec == asio::error::operation_aborted) {
+    return Error(ECANCELED, what + ": cancelled");
+  }
+  if (ec.category() == boost::system::system_category() ||
+      ec.category() == boost::system::generic_category()) {
+    return Error(ec.value(), what + ": " + ec.message());
+  }
+  if (ec.category() == asio::error::get_netdb_category() ||
+      ec.category() == asio::error::get_addrinfo_category()) {
+    return Error(EHOSTUNREACH, what + ": " + ec.message());
+  }
+  return Error(EPROTO, what + ": " + ec.message());
+}
+
+// A reused keep-alive connection the server had already closed fails like this, before any
+// byte of a response.
+bool is_stale_connection_error(const error_code& ec) {
+  return ec == asio::error::eof || ec == bhttp::error::end_of_stream ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == bhttp::error::partial_message;
+}
+
+}  // namespace
+
+namespace detail {
+
+struct ClientConnection {
+  explicit ClientConnection(asio::io_context& io) : socket(io) {}
+  void close() {
+    error_code ignored;
+    if (resolver) {
+      resolver->cancel();
+    }
+    socket.shutdown(asio::socket_base::shutdown_both, ignored);
+    socket.close(ignored);
+  }
+  asio::generic::stream_protocol::socket socket;
+  std::optional<asio::ip::tcp::resolver> resolver;
+  boost::beast::flat_buffer buffer;
+};
+
+class Operation {
+ public:
+  virtual ~Operation() = default;
+  virtual void abort() = 0;
+};
+
+class ClientState : public std::enable_shared_from_this<ClientState> {
+ public:
+  ClientState(asio::io_context& io_, Endpoint server_, ClientOptions options_)
+      : io(io_), server(std::move(server_)), options(std::move(options_)) {
+    host_header = server.kind == Endpoint::Kind::kUnix ? "localhost" : server.to_string();
+  }
+
+  std::shared_ptr<ClientConnection> take_idle() {
+    while (!idle.empty()) {
+      auto connection = std::move(idle.back());
+      idle.pop_back();
+      if (connection->socket.is_open()) {
+        return connection;
+      }
+    }
+    return nullptr;
+  }
+  void put_idle(std::shared_ptr<ClientConnection> connection) {
+    if (closed || idle.size() >= options.max_idle_connections ||
+        connection->buffer.size() != 0) {
+      connection->close();
+      return;
+    }
+    idle.push_back(std::move(connection));
+  }
+  void prepare(Request& request) const {
+    if (request.find(Field::host) == request.end()) {
+      request.set(Field::host, host_header);
+    }
+    if (request.find(Field::user_agent) == request.end() && !options.user_agent.empty()) {
+      request.set(Field::user_agent, options.user_agent);
+    }
+    if (request.find(Field::transfer_encoding) == request.end()) {
+      request.prepare_payload();
+    }
+  }
+
+  asio::io_context& io;
+  const Endpoint server;
+  const ClientOptions options;
+  std::string host_header;
+  bool closed = false;
+  std::vector<std::shared_ptr<ClientConnection>> idle;
+  std::unordered_map<Operation*, std::weak_ptr<Operation>> in_flight;
+};
+
+// Resolves (TCP) and connects `connection`, trying each resolved address in turn.
+class Connector : public std::enable_shared_from_this<Connector> {
+ public:
+  using Done = std::function<void(Result<void>)>;
+  Connector(std::shared_ptr<ClientState> state, std::shared_ptr<ClientConnection> connection,
+            Done done)
+      : state_(std::move(state)), connection_(std::move(connection)), done_(std::move(done)) {}
+
+  void start() {
+    const Endpoint& server = state_->server;
+    if (server.kind == Endpoint::Kind::kUnix) {
+      endpoints_.emplace_back(asio::local::stream_protocol::endpoint(server.path));
+      try_next();
+      return;
+    }
+    error_code ec;
+    auto address = asio::ip::make_address(server.host, ec);
+    if (!ec) {
+      endpoints_.emplace_back(asio::ip::tcp::endpoint(address, server.port));
+      try_next();
+      return;
+    }
+    connection_->resolver.emplace(state_->io);
+    connection_->resolver->async_resolve(
+        server.host, std::to_string(server.port),
+        [self = shared_from_this()](const error_code& rec,
+                                    const asio::ip::tcp::resolver::results_type& results) {
+          if (rec) {
+            self->done_(to_error(rec, "resolving " + self->state_->server.host));
+            return;
+          }
+          for (const auto& entry : results) {
+            self->endpoints_.emplace_back(entry.endpoint());
+          }
+          self->try_next();
+        });
+  }
+
+ private:
+  void try_next() {
+    if (next_ >= endpoints_.size()) {
+      done_(last_error_.code() != 0
+                ? last_error_
+                : Error(EHOSTUNREACH, "connecting to " + state_->server.to_string() +
+                                          ": no addresses"));
+      return;
+    }
+    const GenericEndpoint endpoint = endpoints_[next_++];
+    error_code ec;
+    connection_->socket.close(ec);
+    connection_->socket.open(endpoint.protocol(), ec);
+    if (ec) {
+      last_error_ = to_error(ec, "connecting to " + state_->server.to_string());
+      try_next();
+      return;
+    }
+    connection_->socket.async_connect(
+        endpoint, [self = shared_from_this()](const error_code& cec) {
+          if (!cec) {
+            if (self->state_->server.kind == Endpoint::Kind::kTcp) {
+              error_code ignored;
+              self->connection_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+            }
+            self->done_(ok());
+            return;
+          }
+          self->last_error_ = to_error(cec, "connecting to " + self->state_->server.to_string());
+          if (cec == asio::error::operation_aborted) {
+            self->done_(self->last_error_);
+            return;
+          }
+          self->try_next();
+        });
+  }
+
+  std::shared_ptr<ClientState> state_;
+  std::shared_ptr<ClientConnection> connection_;
+  Done done_;
+  std::vector<GenericEndpoint> endpoints_;
+  std::size_t next_ = 0;
+  Error last_error_;
+};
+
+// Shared by request and stream operations: the connection, a deadline timer and bookkeeping.
+template <typename Derived>
+class OperationBase : public Operation, public std::enable_shared_from_this<Derived> {
+ public:
+  virtual void fail(Error error) = 0;
+
+  explicit OperationBase(std::shared_ptr<ClientState> state)
+      : state_(std::move(state)), timer_(state_->io) {}
+
+  void abort() override {
+    if (connection_) {
+      connection_->close();
+    }
+    timer_.cancel();
+  }
+
+ protected:
+  std::shared_ptr<Derived> self() { return this->shared_from_this(); }
+
+  void register_in_flight() { state_->in_flight.emplace(this, self()); }
+  void unregister_in_flight() { state_->in_flight.erase(this); }
+
+  // If the timer fires, the connection is closed (failing whatever is pending) and
+  // timed_out_ says why it failed.
+  void arm(std::chrono::milliseconds after, std::string what) {
+    timed_out_ = false;
+    timeout_what_ = std::move(what);
+    timer_.expires_after(after);
+    const auto generation = ++timer_generation_;
+    timer_.async_wait([s = self(), generation](const error_code& ec) {
+      if (!ec && generation == s->timer_generation_) {
+        s->timed_out_ = true;
+        if (s->connection_) {
+          s->connection_->close();
+        }
+      }
+    });
+  }
+  void disarm() {
+    ++timer_generation_;
+    timer_.cancel();
+  }
+  Error timeout_error() const {
+    return Error(ETIMEDOUT, timeout_what_ + " (" + state_->server.to_string() + ")");
+  }
+
+  void connect(std::function<void()> next) {
+    connection_ = std::make_shared<ClientConnection>(state_->io);
+    arm(state_->options.connect_timeout,
+        "could not connect within " + ms_text(state_->options.connect_timeout));
+    auto connector = std::make_shared<Connector>(
+        state_, connection_, [s = self(), next = std::move(next)](Result<void> result) {
+          s->disarm();
+          auto* base = static_cast<OperationBase*>(s.get());
+          if (s->timed_out_) {
+            base->fail(s->timeout_error());
+          } else if (!result.ok()) {
+            base->fail(std::move(result).error());
+          } else {
+            next();
+          }
+        });
+    connector->start();
+  }
+
+  std::shared_ptr<ClientState> state_;
+  std::shared_ptr<ClientConnection> connection_;
+  asio::steady_timer timer_;
+  std::uint64_t timer_generation_ = 0;
+  bool timed_out_ = false;
+  std::string timeout_what_;
+};
+
+class RequestOperation final : public OperationBase<RequestOperation> {
+ public:
+  using Done = std::function<void(Result<Response>)>;
+  RequestOperation(std::shared_ptr<ClientState> state, Request request, Done done)
+      : OperationBase(std::move(state)), request_(std::move(request)), done_(std::move(done)) {}
+
+  void start() {
+    register_in_flight();
+    attempt(/*allow_reuse=*/true);
+  }
+
+ private:
+  void attempt(bool allow_reuse) {
+    connection_ = allow_reuse ? state_->take_idle() : nullptr;
+    reused_ = connection_ != nullptr;
+    if (reused_) {
+      send();
+    } else {
+      connect([s = self()] { s->send(); });
+    }
+  }
+
+  void send() {
+    arm(state_->options.request_timeout,
+        "no complete response within " + ms_text(state_->options.request_timeout));
+    bhttp::async_write(connection_->socket, request_,
+                       [s = self()](const error_code& ec, std::size_t) {
+                         if (s->finished_) {
+                           return;
+                         }
+                         if (s->timed_out_) {
+                           s->fail(s->timeout_error());
+                         } else if (ec) {
+                           s->failed_io(ec, "sending the request");
+                         } else {
+                           s->receive();
+                         }
+                       });
+  }
+
+  void receive() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(
+        std::min<std::size_t>(state_->options.header_limit, UINT32_MAX)));
+    parser_->body_limit(state_->options.body_limit);
+    if (request_.method() == Verb::head) {
+      parser_->skip(true);
+    }
+    bhttp::async_read(connection_->socket, connection_->buffer, *parser_,
+                      [s = self()](const error_code& ec, std::size_t) { s->on_response(ec); });
+  }
+
+  void on_response(const error_code& ec) {
+    disarm();
+    if (finished_) {
+      return;
+    }
+    if (timed_out_) {
+      fail(timeout_error());
+      return;
+    }
+    if (ec) {
+      failed_io(ec, "reading the response");
+      return;
+    }
+    Response response = parser_->release();
+    if (response.keep_alive() && request_.keep_alive()) {
+      state_->put_idle(std::move(connection_));
+    } else {
+      connection_->close();
+    }
+    connection_.reset();
+    finish(std::move(response));
+  }
+
+  void failed_io(const error_code& ec, const std::string& what) {
+    const bool nothing_received = !parser_ || !parser_->got_some();
+    if (reused_ && nothing_received && is_stale_connection_error(ec)) {
+      log::debug("http client: reused connection was closed by the server; retrying once");
+      connection_->close();
+      attempt(/*allow_reuse=*/false);
+      return;
+    }
+    fail(to_error(ec, what + " (" + state_->server.to_string() + ")"));
+  }
+
+  void fail(Error error) override {  // NOLINT: called by OperationBase
+    if (connection_) {
+      connection_->close();
+      connection_.reset();
+    }
+    finish(std::move(error));
+  }
+
+  void finish(Result<Response> result) {
+    if (finished_) {
+      return;
+    }
+    finished_ = true;
+    disarm();
+    unregister_in_flight();
+    if (!state_->closed && done_) {
+      auto done = std::move(done_);
+      done(std::move(result));
+    }
+  }
+
+  Request request_;
+  Done done_;
+  bool reused_ = false;
+  bool finished_ = false;
+  std::optional<bhttp::response_parser<bhttp::string_body>> parser_;
+};
+
+class StreamOperation final : public OperationBase<StreamOperation>, public ClientStream {
+ public:
+  StreamOperation(std::shared_ptr<ClientState> state, Request request, StreamCallbacks callbacks)
+      : OperationBase(std::move(state)), request_(std::move(request)),
+        callbacks_(std::move(callbacks)) {}
+
+  void start() {
+    register_in_flight();
+    connect([s = self()] { s->send(); });
+  }
+
+  void cancel() override { finish(Error(ECANCELED, "stream cancelled by the client")); }
+
+ private:
+  void send() {
+    arm(state_->options.request_timeout,
+        "no response head within " + ms_text(state_->options.request_timeout));
+    bhttp::async_write(connection_->socket, request_,
+                       [s = self()](const error_code& ec, std::size_t) {
+                         if (s->finished_) {
+                           return;
+                         }
+                         if (s->timed_out_) {
+                           s->fail(s->timeout_error());
+                         } else if (ec) {
+                           s->fail(to_error(ec, "sending the request (" +
+                                                    s->state_->server.to_string() + ")"));
+                         } else {
+                           s->read_head();
+                         }
+                       });
+  }
+
+  void read_head() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(
+        std::min<std::size_t>(state_->options.header_limit, UINT32_MAX)));
+    parser_->body_limit(boost::none);
+    bhttp::async_read_header(connection_->socket, connection_->buffer, *parser_,
+                             [s = self()](const error_code& ec, std::size_t) {
+                               s->on_head(ec);
+                             });
+  }
+
+  void on_head(const error_code& ec) {
+    disarm();
+    if (finished_) {
+      return;
+    }
+    if (timed_out_) {
+      fail(timeout_error());
+      return;
+    }
+    if (ec) {
+      fail(to_error(ec, "reading the response head (" + state_->server.to_string() + ")"));
+      return;
+    }
+    Response head;
+    head.base() = parser_->get().base();
+    if (callbacks_.on_head && !callbacks_.on_head(head)) {
+      cancel();
+      return;
+    }
+    if (finished_) {
+      return;  // cancelled from inside on_head
+    }
+    read_body();
+  }
+
+  void read_body() {
+    if (parser_->is_done()) {
+      finish(ok());
+      return;
+    }
+    parser_->get().body().data = chunk_.data();
+    parser_->get().body().size = chunk_.size();
+    parser_->get().body().more = true;
+    const auto idle = state_->options.stream_idle_timeout;
+    if (idle.count() > 0) {
+      arm(idle, "no data on the stream for " + ms_text(idle));
+    }
+    bhttp::async_read_some(connection_->socket, connection_->buffer, *parser_,
+                           [s = self()](const error_code& ec, std::size_t) { s->on_body(ec); });
+  }
+
+  void on_body(error_code ec) {
+    disarm();
+    if (finished_) {
+      return;
+    }
+    if (timed_out_) {
+      fail(timeout_error());
+      return;
+    }
+    if (ec == bhttp::error::need_buffer) {
+      ec = {};  // our chunk_ buffer is full: deliver it and go on
+    }
+    const std::size_t n = chunk_.size() - parser_->get().body().size;
+    if (n > 0 && callbacks_.on_data &&
+        !callbacks_.on_data(std::string_view(chunk_.data(), n))) {
+      cancel();
+      return;
+    }
+    if (finished_) {
+      return;  // cancelled from inside on_data
+    }
+    if (ec) {
+      fail(to_error(ec, "reading the response stream (" + state_->server.to_string() + ")"));
+      return;
+    }
+    read_body();
+  }
+
+  void fail(Error error) override { finish(std::move(error)); }
+
+  void finish(Result<void> result) {
+    if (finished_) {
+      return;
+    }
+    finished_ = true;
+    disarm();
+    if (connection_) {
+      connection_->close();
+    }
+    unregister_in_flight();
+    if (!state_->closed && callbacks_.on_end) {
+      auto on_end = std::move(callbacks_.on_end);
+      on_end(std::move(result));
+    }
+    callbacks_ = {};
+  }
+
+  Request request_;
+  StreamCallbacks callbacks_;
+  bool finished_ = false;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;
+  std::array<char, 16 * 1024> chunk_{};
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+
+AsyncHttpClient::AsyncHttpClient(asio::io_context& io, Endpoint server, ClientOptions options)
+    : state_(std::make_shared<detail::ClientState>(io, std::move(server), std::move(options))) {}
+
+AsyncHttpClient::~AsyncHttpClient() {
+  state_->closed = true;
+  for (auto& connection : state_->idle) {
+    connection->close();
+  }
+  state_->idle.clear();
+  auto in_flight = std::move(state_->in_flight);
+  for (auto& [raw, weak] : in_flight) {
+    if (auto operation = weak.lock()) {
+      operation->abort();
+    }
+  }
+}
+
+const Endpoint& AsyncHttpClient::server() const { return state_->server; }
+
+void AsyncHttpClient::request(Request request, std::function<void(Result<Response>)> done) {
+  state_->prepare(request);
+  auto operation = std::make_shared<detail::RequestOperation>(state_, std::move(request),
+                                                              std::move(done));
+  operation->start();
+}
+
+std::shared_ptr<ClientStream> AsyncHttpClient::stream(Request request,
+                                                      StreamCallbacks callbacks) {
+  state_->prepare(request);
+  auto operation = std::make_shared<detail::StreamOperation>(state_, std::move(request),
+                                                             std::move(callbacks));
+  operation->start();
+  return operation;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+HttpClient::HttpClient(Endpoint server, ClientOptions options)
+    : io_(std::make_unique<asio::io_context>(1)),
+      client_(std::make_unique<AsyncHttpClient>(*io_, std::move(server), std::move(options))) {}
+
+Result<HttpClient> HttpClient::create(std::string_view address, ClientOptions options) {
+  CORRAL_ASSIGN_OR_RETURN(Endpoint endpoint, parse_endpoint(address));
+  return HttpClient(std::move(endpoint), std::move(options));
+}
+
+HttpClient::~HttpClient() {
+  client_.reset();
+  if (io_) {
+    io_->restart();
+    io_->poll();  // let aborted handlers release their resources
+  }
+}
+
+HttpClient::HttpClient(HttpClient&&) noexcept = default;
+HttpClient& HttpClient::operator=(HttpClient&&) noexcept = default;
+
+Result<Response> HttpClient::request(Request request) {
+  std::optional<Result<Response>> out;
+  client_->request(std::move(request), [&out](Result<Response> r) { out.emplace(std::move(r)); });
+  io_->restart();
+  io_->run();
+  if (!out) {
+    return Error(EIO, "HTTP request did not complete");
+  }
+  return std::move(*out);
+}
+
+Result<Response> HttpClient::get(std::string_view target) {
+  return request(make_request(Verb::get, target));
+}
+
+Result<Response> HttpClient::post(std::string_view target, std::string body,
+                                  std::string_view content_type) {
+  return request(make_request(Verb::post, target, std::move(body), content_type));
+}
+
+Result<void> HttpClient::stream(Request request, StreamCallbacks callbacks) {
+  std::optional<Result<void>> out;
+  auto on_end = std::move(callbacks.on_end);
+  callbacks.on_end = [&out, on_end = std::move(on_end)](Result<void> r) {
+    if (on_end) {
+      on_end(r);
+    }
+    out.emplace(std::move(r));
+  };
+  auto handle = client_->stream(std::move(request), std::move(callbacks));
+  io_->restart();
+  io_->run();
+  if (!out) {
+    return Error(EIO, "HTTP stream did not complete");
+  }
+  return std::move(*out);
+}
+
+Request make_request(Verb method, std::string_view target, std::string body,
+                     std::string_view content_type) {
+  Request request{method, target, 11};
+  if (!body.empty()) {
+    request.set(Field::content_type, content_type);
+  }
+  request.body() = std::move(body);
+  request.prepare_payload();
+  return request;
+}
+
+}  // namespace corral::http
