@@ -343,8 +343,22 @@ class RequestOperation final : public OperationBase<RequestOperation> {
     if (request_.method() == Verb::head) {
       parser_->skip(true);
     }
-    bhttp::async_read(connection_->socket, connection_->buffer, *parser_,
-                      [s = self()](const error_code& ec, std::size_t) { s->on_response(ec); });
+    read_more();
+  }
+
+  // Not http::async_read: in Boost 1.74 it makes the parser eager, and an eager response
+  // parser loses the body_limit error for a Content-Length over the limit. read_some keeps
+  // the parser non-eager, so every error surfaces.
+  void read_more() {
+    bhttp::async_read_some(connection_->socket, connection_->buffer, *parser_,
+                           [s = self()](const error_code& ec, std::size_t) {
+                             if (!ec && !s->finished_ && !s->timed_out_ &&
+                                 !s->parser_->is_done()) {
+                               s->read_more();
+                               return;
+                             }
+                             s->on_response(ec);
+                           });
   }
 
   void on_response(const error_code& ec) {

@@ -50,6 +50,8 @@ namespace {
 // How long a connection we are closing keeps reading (and discarding) what the client still
 // sends, so that closing does not reset the connection before the client read our response.
 constexpr std::chrono::milliseconds kLingerTime{1000};
+// Bytes asked of the socket per read.
+constexpr std::size_t kReadSize = 16 * 1024;
 
 std::string ms_text(std::chrono::milliseconds ms) { return std::to_string(ms.count()) + " ms"; }
 
@@ -199,7 +201,19 @@ class ServerConnection : public std::enable_shared_from_this<ServerConnection> {
   // --- reading a request ---
   void read_request();
   void read_some();
-  void on_read(const error_code& ec);
+  void on_read(const error_code& ec, std::size_t bytes);
+  // Our own socket reads rather than http::async_read_some: Beast's op completes only once a
+  // whole header has arrived, so the idle timer would measure "since the header started"
+  // instead of "since the last byte".
+  void read_more() {
+    arm_timer(std::min(Clock::now() + options_.idle_timeout, request_deadline_),
+              &ServerConnection::on_read_timeout);
+    socket_.async_read_some(buffer_.prepare(kReadSize),
+                            [self = shared_from_this()](const error_code& ec, std::size_t n) {
+                              self->buffer_.commit(n);
+                              self->on_read(ec, n);
+                            });
+  }
   void on_read_timeout() {
     timed_out_ = true;
     error_code ignored;
@@ -375,22 +389,21 @@ void ServerConnection::read_request() {
 }
 
 void ServerConnection::read_some() {
-  arm_timer(std::min(Clock::now() + options_.idle_timeout, request_deadline_),
-            &ServerConnection::on_read_timeout);
-  bhttp::async_read_some(socket_, buffer_, *parser_,
-                         [self = shared_from_this()](const error_code& ec, std::size_t) {
-                           self->on_read(ec);
-                         });
+  // Bytes already buffered (a pipelined request) are parsed before reading more.
+  if (buffer_.size() > 0) {
+    on_read(error_code{}, 0);
+  } else {
+    read_more();
+  }
 }
 
-void ServerConnection::on_read(const error_code& ec) {
+void ServerConnection::on_read(const error_code& ec, std::size_t bytes) {
   disarm_timer();
   if (phase_ != Phase::kReading) {
     return;  // closed meanwhile
   }
-  const bool partial = request_started_ || parser_->got_some();
   if (timed_out_) {
-    if (partial) {
+    if (request_started_ || buffer_.size() > 0) {
       const bool idle = Clock::now() < request_deadline_;
       send_error_and_close(Status::request_timeout,
                            idle ? "no data received for " + ms_text(options_.idle_timeout) +
@@ -402,13 +415,32 @@ void ServerConnection::on_read(const error_code& ec) {
     }
     return;
   }
-  if (ec) {
-    on_read_error(ec);
+  if (ec && bytes == 0) {
+    // EOF or a reset: the client went away, cleanly between requests or mid-request. Nobody
+    // is left to answer.
+    close_now(StreamEnd::kClientGone);
     return;
   }
   if (!request_started_) {
     request_started_ = true;
     request_deadline_ = Clock::now() + options_.read_timeout;
+  }
+  // Feed the parser. It is not eager: each put() parses the header or a piece of the body, so
+  // every limit error surfaces (an eager parser in Boost 1.74 can lose body_limit).
+  while (buffer_.size() > 0 && !parser_->is_done()) {
+    error_code perr;
+    const std::size_t used = parser_->put(buffer_.data(), perr);
+    buffer_.consume(used);
+    if (perr == bhttp::error::need_more) {
+      break;
+    }
+    if (perr) {
+      on_read_error(perr);
+      return;
+    }
+    if (used == 0) {
+      break;
+    }
   }
   if (parser_->is_done()) {
     handle_request();
@@ -437,7 +469,18 @@ void ServerConnection::on_read(const error_code& ec) {
       return;
     }
   }
-  read_some();
+  if (ec) {
+    close_now(StreamEnd::kClientGone);  // data and then an error: the client is gone
+    return;
+  }
+  // Guard against a buffer that grows without the parser making progress.
+  if (buffer_.size() > options_.header_limit + kReadSize) {
+    send_error_and_close(Status::request_header_fields_too_large,
+                         "request header exceeds the limit of " +
+                             std::to_string(options_.header_limit) + " bytes");
+    return;
+  }
+  read_more();
 }
 
 void ServerConnection::on_read_error(const error_code& ec) {
