@@ -239,6 +239,28 @@ TEST(HttpServer, StreamNoticesClientDisconnect) {
   expect_server_answers(server);
 }
 
+TEST(HttpServer, StreamToAClientThatStopsReadingIsCutAtTheQueueLimit) {
+  StreamRegistry streams;
+  ServerOptions options;
+  options.stream_queue_limit = 64 * 1024;
+  RunningServer server(test_router(&streams), options);
+  auto sock = RawSocket::unix_socket(server.unix_path());
+  const std::string call = R"({"type":"SUBSCRIBE"})";
+  ASSERT_TRUE(sock.send("POST /api/v1/scheduler HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                        std::to_string(call.size()) + "\r\n\r\n" + call));
+  auto writer = streams.wait_for_stream();
+  ASSERT_NE(writer, nullptr);
+  // The client never reads: once the socket buffers are full the queue grows to the limit.
+  const std::string event = recordio_encode(std::string(16 * 1024, 'e'));
+  bool refused = false;
+  for (int i = 0; i < 4096 && !refused; ++i) {  // at most 64 MiB
+    refused = !writer->write_chunk(event);
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_EQ(streams.wait_for_end(), StreamEnd::kTooSlow);
+  expect_server_answers(server);
+}
+
 TEST(HttpServer, HeaderOver64KiBGets431AndConnectionClosed) {
   RunningServer server(test_router(nullptr));  // default header_limit: 64 KiB
   EXPECT_EQ(ServerOptions{}.header_limit, 64u * 1024);
