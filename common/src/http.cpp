@@ -123,8 +123,8 @@ Result<nlohmann::json> parse_json_body(const Request& request) {
     if (auto colon = why.find(": "); colon != std::string::npos) {
       why = why.substr(colon + 2);
     }
-    return Error(EINVAL, "invalid JSON in request body at byte " + std::to_string(e.byte) + ": " +
-                             why);
+    return Error(EINVAL,
+                 "invalid JSON in request body at byte " + std::to_string(e.byte) + ": " + why);
   } catch (const std::exception& e) {
     return Error(EINVAL, std::string("invalid JSON in request body: ") + e.what());
   }

@@ -111,8 +111,7 @@ class ClientState : public std::enable_shared_from_this<ClientState> {
     return nullptr;
   }
   void put_idle(std::shared_ptr<ClientConnection> connection) {
-    if (closed || idle.size() >= options.max_idle_connections ||
-        connection->buffer.size() != 0) {
+    if (closed || idle.size() >= options.max_idle_connections || connection->buffer.size() != 0) {
       connection->close();
       return;
     }
@@ -182,8 +181,8 @@ class Connector : public std::enable_shared_from_this<Connector> {
     if (next_ >= endpoints_.size()) {
       done_(last_error_.code() != 0
                 ? last_error_
-                : Error(EHOSTUNREACH, "connecting to " + state_->server.to_string() +
-                                          ": no addresses"));
+                : Error(EHOSTUNREACH,
+                        "connecting to " + state_->server.to_string() + ": no addresses"));
       return;
     }
     const GenericEndpoint endpoint = endpoints_[next_++];
@@ -195,23 +194,22 @@ class Connector : public std::enable_shared_from_this<Connector> {
       try_next();
       return;
     }
-    connection_->socket.async_connect(
-        endpoint, [self = shared_from_this()](const error_code& cec) {
-          if (!cec) {
-            if (self->state_->server.kind == Endpoint::Kind::kTcp) {
-              error_code ignored;
-              self->connection_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-            }
-            self->done_(ok());
-            return;
-          }
-          self->last_error_ = to_error(cec, "connecting to " + self->state_->server.to_string());
-          if (cec == asio::error::operation_aborted) {
-            self->done_(self->last_error_);
-            return;
-          }
-          self->try_next();
-        });
+    connection_->socket.async_connect(endpoint, [self = shared_from_this()](const error_code& cec) {
+      if (!cec) {
+        if (self->state_->server.kind == Endpoint::Kind::kTcp) {
+          error_code ignored;
+          self->connection_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+        }
+        self->done_(ok());
+        return;
+      }
+      self->last_error_ = to_error(cec, "connecting to " + self->state_->server.to_string());
+      if (cec == asio::error::operation_aborted) {
+        self->done_(self->last_error_);
+        return;
+      }
+      self->try_next();
+    });
   }
 
   std::shared_ptr<ClientState> state_;
@@ -352,8 +350,7 @@ class RequestOperation final : public OperationBase<RequestOperation> {
   void read_more() {
     bhttp::async_read_some(connection_->socket, connection_->buffer, *parser_,
                            [s = self()](const error_code& ec, std::size_t) {
-                             if (!ec && !s->finished_ && !s->timed_out_ &&
-                                 !s->parser_->is_done()) {
+                             if (!ec && !s->finished_ && !s->timed_out_ && !s->parser_->is_done()) {
                                s->read_more();
                                return;
                              }
@@ -426,7 +423,8 @@ class RequestOperation final : public OperationBase<RequestOperation> {
 class StreamOperation final : public OperationBase<StreamOperation>, public ClientStream {
  public:
   StreamOperation(std::shared_ptr<ClientState> state, Request request, StreamCallbacks callbacks)
-      : OperationBase(std::move(state)), request_(std::move(request)),
+      : OperationBase(std::move(state)),
+        request_(std::move(request)),
         callbacks_(std::move(callbacks)) {}
 
   void start() {
@@ -440,20 +438,19 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
   void send() {
     arm(state_->options.request_timeout,
         "no response head within " + ms_text(state_->options.request_timeout));
-    bhttp::async_write(connection_->socket, request_,
-                       [s = self()](const error_code& ec, std::size_t) {
-                         if (s->finished_) {
-                           return;
-                         }
-                         if (s->timed_out_) {
-                           s->fail(s->timeout_error());
-                         } else if (ec) {
-                           s->fail(to_error(ec, "sending the request (" +
-                                                    s->state_->server.to_string() + ")"));
-                         } else {
-                           s->read_head();
-                         }
-                       });
+    bhttp::async_write(
+        connection_->socket, request_, [s = self()](const error_code& ec, std::size_t) {
+          if (s->finished_) {
+            return;
+          }
+          if (s->timed_out_) {
+            s->fail(s->timeout_error());
+          } else if (ec) {
+            s->fail(to_error(ec, "sending the request (" + s->state_->server.to_string() + ")"));
+          } else {
+            s->read_head();
+          }
+        });
   }
 
   void read_head() {
@@ -462,9 +459,7 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
         std::min<std::size_t>(state_->options.header_limit, UINT32_MAX)));
     parser_->body_limit(boost::none);
     bhttp::async_read_header(connection_->socket, connection_->buffer, *parser_,
-                             [s = self()](const error_code& ec, std::size_t) {
-                               s->on_head(ec);
-                             });
+                             [s = self()](const error_code& ec, std::size_t) { s->on_head(ec); });
   }
 
   void on_head(const error_code& ec) {
@@ -521,8 +516,7 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
       ec = {};  // our chunk_ buffer is full: deliver it and go on
     }
     const std::size_t n = chunk_.size() - parser_->get().body().size;
-    if (n > 0 && callbacks_.on_data &&
-        !callbacks_.on_data(std::string_view(chunk_.data(), n))) {
+    if (n > 0 && callbacks_.on_data && !callbacks_.on_data(std::string_view(chunk_.data(), n))) {
       cancel();
       return;
     }
@@ -587,16 +581,15 @@ const Endpoint& AsyncHttpClient::server() const { return state_->server; }
 
 void AsyncHttpClient::request(Request request, std::function<void(Result<Response>)> done) {
   state_->prepare(request);
-  auto operation = std::make_shared<detail::RequestOperation>(state_, std::move(request),
-                                                              std::move(done));
+  auto operation =
+      std::make_shared<detail::RequestOperation>(state_, std::move(request), std::move(done));
   operation->start();
 }
 
-std::shared_ptr<ClientStream> AsyncHttpClient::stream(Request request,
-                                                      StreamCallbacks callbacks) {
+std::shared_ptr<ClientStream> AsyncHttpClient::stream(Request request, StreamCallbacks callbacks) {
   state_->prepare(request);
-  auto operation = std::make_shared<detail::StreamOperation>(state_, std::move(request),
-                                                             std::move(callbacks));
+  auto operation =
+      std::make_shared<detail::StreamOperation>(state_, std::move(request), std::move(callbacks));
   operation->start();
   return operation;
 }

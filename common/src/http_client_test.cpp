@@ -44,9 +44,8 @@ Router client_test_router(Peers* peers, Events* events) {
     }
     exchange->respond(make_response(Status::ok, exchange->remote()));
   });
-  router.add(Verb::get, "/big", [](const Request&) {
-    return make_response(Status::ok, std::string(100'000, 'b'));
-  });
+  router.add(Verb::get, "/big",
+             [](const Request&) { return make_response(Status::ok, std::string(100'000, 'b')); });
   router.add(Verb::get, "/never", [](std::shared_ptr<Exchange> exchange) {
     // Keeps the exchange (and so the request) open for 2 s, then answers.
     std::thread([exchange] {

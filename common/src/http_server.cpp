@@ -91,11 +91,16 @@ constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 std::string_view to_string(StreamEnd end) {
   switch (end) {
-    case StreamEnd::kClosed: return "closed";
-    case StreamEnd::kClientGone: return "client gone";
-    case StreamEnd::kWriteFailed: return "write failed";
-    case StreamEnd::kTooSlow: return "client too slow";
-    case StreamEnd::kServerStopping: return "server stopping";
+    case StreamEnd::kClosed:
+      return "closed";
+    case StreamEnd::kClientGone:
+      return "client gone";
+    case StreamEnd::kWriteFailed:
+      return "write failed";
+    case StreamEnd::kTooSlow:
+      return "client too slow";
+    case StreamEnd::kServerStopping:
+      return "server stopping";
   }
   return "unknown";
 }
@@ -110,8 +115,11 @@ class StreamWriterImpl;
 class ServerState : public std::enable_shared_from_this<ServerState> {
  public:
   ServerState(asio::io_context& io_, Router router_, ServerOptions options_)
-      : io(io_), strand(asio::make_strand(io_)), router(std::move(router_)),
-        options(std::move(options_)), grace_timer(strand) {}
+      : io(io_),
+        strand(asio::make_strand(io_)),
+        router(std::move(router_)),
+        options(std::move(options_)),
+        grace_timer(strand) {}
 
   struct Listener {
     explicit Listener(Strand s) : acceptor(s), retry(s) {}
@@ -147,8 +155,12 @@ class ServerConnection : public std::enable_shared_from_this<ServerConnection> {
  public:
   ServerConnection(std::shared_ptr<ServerState> server, Socket socket, std::string remote,
                    std::uint64_t id)
-      : server_(std::move(server)), options_(server_->options), socket_(std::move(socket)),
-        timer_(socket_.get_executor()), remote_(std::move(remote)), id_(id) {}
+      : server_(std::move(server)),
+        options_(server_->options),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        remote_(std::move(remote)),
+        id_(id) {}
 
   ~ServerConnection() { server_->forget(id_); }
 
@@ -376,8 +388,8 @@ void ServerConnection::read_request() {
     return;
   }
   parser_.emplace();
-  parser_->header_limit(static_cast<std::uint32_t>(
-      std::min<std::size_t>(options_.header_limit, UINT32_MAX)));
+  parser_->header_limit(
+      static_cast<std::uint32_t>(std::min<std::size_t>(options_.header_limit, UINT32_MAX)));
   parser_->body_limit(options_.body_limit);
   // Bytes of a pipelined request may already be buffered: then the request has started.
   request_started_ = buffer_.size() > 0;
@@ -405,11 +417,11 @@ void ServerConnection::on_read(const error_code& ec, std::size_t bytes) {
   if (timed_out_) {
     if (request_started_ || buffer_.size() > 0) {
       const bool idle = Clock::now() < request_deadline_;
-      send_error_and_close(Status::request_timeout,
-                           idle ? "no data received for " + ms_text(options_.idle_timeout) +
-                                      " in the middle of a request"
-                                : "the request did not arrive within " +
-                                      ms_text(options_.read_timeout));
+      send_error_and_close(
+          Status::request_timeout,
+          idle ? "no data received for " + ms_text(options_.idle_timeout) +
+                     " in the middle of a request"
+               : "the request did not arrive within " + ms_text(options_.read_timeout));
     } else {
       close_now(StreamEnd::kClientGone);  // an idle keep-alive connection: just close it
     }
@@ -475,9 +487,9 @@ void ServerConnection::on_read(const error_code& ec, std::size_t bytes) {
   }
   // Guard against a buffer that grows without the parser making progress.
   if (buffer_.size() > options_.header_limit + kReadSize) {
-    send_error_and_close(Status::request_header_fields_too_large,
-                         "request header exceeds the limit of " +
-                             std::to_string(options_.header_limit) + " bytes");
+    send_error_and_close(
+        Status::request_header_fields_too_large,
+        "request header exceeds the limit of " + std::to_string(options_.header_limit) + " bytes");
     return;
   }
   read_more();
@@ -488,13 +500,13 @@ void ServerConnection::on_read_error(const error_code& ec) {
     version_ = parser_->get().version();
   }
   if (ec == bhttp::error::header_limit) {
-    send_error_and_close(Status::request_header_fields_too_large,
-                         "request header exceeds the limit of " +
-                             std::to_string(options_.header_limit) + " bytes");
+    send_error_and_close(
+        Status::request_header_fields_too_large,
+        "request header exceeds the limit of " + std::to_string(options_.header_limit) + " bytes");
   } else if (ec == bhttp::error::body_limit) {
-    send_error_and_close(Status::payload_too_large, "request body exceeds the limit of " +
-                                                        std::to_string(options_.body_limit) +
-                                                        " bytes");
+    send_error_and_close(
+        Status::payload_too_large,
+        "request body exceeds the limit of " + std::to_string(options_.body_limit) + " bytes");
   } else if (is_beast_http_error(ec) && ec != bhttp::error::end_of_stream &&
              ec != bhttp::error::partial_message) {
     log::debug("http: malformed request: " + ec.message(), {{"CORRAL_PEER", remote_}});
@@ -511,19 +523,19 @@ void ServerConnection::handle_request() {
   parser_.reset();
   version_ = request.version();
   keep_alive_ = request.keep_alive();
-  auto exchange = std::shared_ptr<Exchange>(
-      new Exchange(shared_from_this(), std::move(request), remote_));
+  auto exchange =
+      std::shared_ptr<Exchange>(new Exchange(shared_from_this(), std::move(request), remote_));
   try {
     server_->router.dispatch(exchange);
   } catch (const std::exception& e) {
     log::warning(std::string("http: handler threw: ") + e.what(),
                  {{"CORRAL_HTTP_TARGET", std::string(exchange->request().target())}});
-    exchange->respond(error_response(Status::internal_server_error,
-                                     "internal error while handling the request"));
+    exchange->respond(
+        error_response(Status::internal_server_error, "internal error while handling the request"));
   } catch (...) {
     log::warning("http: handler threw a non-standard exception");
-    exchange->respond(error_response(Status::internal_server_error,
-                                     "internal error while handling the request"));
+    exchange->respond(
+        error_response(Status::internal_server_error, "internal error while handling the request"));
   }
 }
 
@@ -694,19 +706,18 @@ void ServerConnection::graceful_close() {
 
 void ServerConnection::read_and_discard() {
   discard_pending_ = true;
-  socket_.async_read_some(asio::buffer(scratch_),
-                          [self = shared_from_this()](const error_code& ec, std::size_t) {
-                            self->discard_pending_ = false;
-                            if (self->phase_ != Phase::kStreaming &&
-                                self->phase_ != Phase::kClosing) {
-                              return;
-                            }
-                            if (ec) {
-                              self->close_now(StreamEnd::kClientGone);
-                              return;
-                            }
-                            self->read_and_discard();
-                          });
+  socket_.async_read_some(
+      asio::buffer(scratch_), [self = shared_from_this()](const error_code& ec, std::size_t) {
+        self->discard_pending_ = false;
+        if (self->phase_ != Phase::kStreaming && self->phase_ != Phase::kClosing) {
+          return;
+        }
+        if (ec) {
+          self->close_now(StreamEnd::kClientGone);
+          return;
+        }
+        self->read_and_discard();
+      });
 }
 
 void ServerConnection::close_now(StreamEnd reason) {
@@ -728,52 +739,51 @@ void ServerConnection::close_now(StreamEnd reason) {
 // ServerState
 
 void ServerState::accept(Listener& listener) {
-  listener.acceptor.async_accept(
-      asio::make_strand(io), [self = shared_from_this(), &listener](const error_code& ec,
-                                                                     Socket socket) {
-        if (ec == asio::error::operation_aborted || !listener.acceptor.is_open()) {
-          return;
+  listener.acceptor.async_accept(asio::make_strand(io), [self = shared_from_this(), &listener](
+                                                            const error_code& ec, Socket socket) {
+    if (ec == asio::error::operation_aborted || !listener.acceptor.is_open()) {
+      return;
+    }
+    if (ec) {
+      // EMFILE and friends: back off instead of spinning on a failing accept.
+      log::warning("http: accept failed on " + listener.bound.to_string() + ": " + ec.message() +
+                   "; retrying in 100 ms");
+      listener.retry.expires_after(std::chrono::milliseconds(100));
+      listener.retry.async_wait([self, &listener](const error_code& wec) {
+        if (!wec && listener.acceptor.is_open()) {
+          self->accept(listener);
         }
-        if (ec) {
-          // EMFILE and friends: back off instead of spinning on a failing accept.
-          log::warning("http: accept failed on " + listener.bound.to_string() + ": " +
-                       ec.message() + "; retrying in 100 ms");
-          listener.retry.expires_after(std::chrono::milliseconds(100));
-          listener.retry.async_wait([self, &listener](const error_code& wec) {
-            if (!wec && listener.acceptor.is_open()) {
-              self->accept(listener);
-            }
-          });
-          return;
-        }
-        std::shared_ptr<ServerConnection> connection;
-        {
-          std::lock_guard lock(self->mu);
-          if (self->connections.size() >= self->options.max_connections) {
-            log::warning("http: refusing a connection on " + listener.bound.to_string() +
-                         ": max_connections (" + std::to_string(self->options.max_connections) +
-                         ") reached");
-          } else {
-            error_code ignored;
-            std::string remote = "unix";
-            if (!listener.unix_socket) {
-              socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-              auto peer = socket.remote_endpoint(ignored);
-              if (!ignored) {
-                remote = describe_peer(peer);
-              }
-            }
-            const auto id = self->next_id++;
-            connection = std::make_shared<ServerConnection>(self, std::move(socket),
-                                                            std::move(remote), id);
-            self->connections.emplace(id, connection);
+      });
+      return;
+    }
+    std::shared_ptr<ServerConnection> connection;
+    {
+      std::lock_guard lock(self->mu);
+      if (self->connections.size() >= self->options.max_connections) {
+        log::warning("http: refusing a connection on " + listener.bound.to_string() +
+                     ": max_connections (" + std::to_string(self->options.max_connections) +
+                     ") reached");
+      } else {
+        error_code ignored;
+        std::string remote = "unix";
+        if (!listener.unix_socket) {
+          socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+          auto peer = socket.remote_endpoint(ignored);
+          if (!ignored) {
+            remote = describe_peer(peer);
           }
         }
-        if (connection) {
-          connection->start();
-        }
-        self->accept(listener);
-      });
+        const auto id = self->next_id++;
+        connection =
+            std::make_shared<ServerConnection>(self, std::move(socket), std::move(remote), id);
+        self->connections.emplace(id, connection);
+      }
+    }
+    if (connection) {
+      connection->start();
+    }
+    self->accept(listener);
+  });
 }
 
 void ServerState::forget(std::uint64_t id) {
@@ -874,15 +884,16 @@ void ServerState::finish_stop_if_idle() {
 
 Exchange::Exchange(std::shared_ptr<detail::ServerConnection> connection, Request request,
                    std::string remote)
-    : connection_(std::move(connection)), request_(std::move(request)),
+    : connection_(std::move(connection)),
+      request_(std::move(request)),
       remote_(std::move(remote)) {}
 
 Exchange::~Exchange() {
   if (!answered_.exchange(true)) {
     log::warning("http: handler dropped a request without answering it",
                  {{"CORRAL_HTTP_TARGET", std::string(request_.target())}});
-    connection_->respond(error_response(Status::internal_server_error,
-                                        "the handler did not send a response"));
+    connection_->respond(
+        error_response(Status::internal_server_error, "the handler did not send a response"));
   }
 }
 
@@ -899,8 +910,8 @@ std::shared_ptr<StreamWriter> Exchange::start_stream(Response head) {
   if (answered_.exchange(true)) {
     log::warning("http: start_stream after the request was answered; ignored",
                  {{"CORRAL_HTTP_TARGET", std::string(request_.target())}});
-    auto dead = std::make_shared<detail::StreamWriterImpl>(
-        std::weak_ptr<detail::ServerConnection>(), 0);
+    auto dead =
+        std::make_shared<detail::StreamWriterImpl>(std::weak_ptr<detail::ServerConnection>(), 0);
     dead->finished(StreamEnd::kClosed);
     return dead;
   }
@@ -971,9 +982,8 @@ void Router::dispatch(const std::shared_ptr<Exchange>& exchange) const {
       }
       allow += std::string(beast_http::to_string(v));
     }
-    Response res =
-        error_response(Status::method_not_allowed, "method not allowed: " + what +
-                                                       " (allowed: " + allow + ")");
+    Response res = error_response(Status::method_not_allowed,
+                                  "method not allowed: " + what + " (allowed: " + allow + ")");
     res.set(Field::allow, allow);
     exchange->respond(std::move(res));
     return;

@@ -51,9 +51,8 @@ struct StreamRegistry {
 
 Router test_router(StreamRegistry* streams) {
   Router router;
-  router.add(Verb::get, "/hello", [](const Request&) {
-    return make_response(Status::ok, "hello");
-  });
+  router.add(Verb::get, "/hello",
+             [](const Request&) { return make_response(Status::ok, "hello"); });
   router.add(Verb::post, "/echo", [](const Request& req) {
     return make_response(Status::ok, req.body(), "application/octet-stream");
   });
@@ -64,9 +63,8 @@ Router test_router(StreamRegistry* streams) {
     }
     return json_response(Status::ok, {{"type", body->value("type", "")}});
   });
-  router.add(Verb::get, "/throws", [](const Request&) -> Response {
-    throw std::runtime_error("boom");
-  });
+  router.add(Verb::get, "/throws",
+             [](const Request&) -> Response { throw std::runtime_error("boom"); });
   router.add(Verb::get, "/forgets", [](std::shared_ptr<Exchange>) {});
   router.add_prefix(Verb::get, "/files/", [](const Request& req) {
     return make_response(Status::ok, "file " + std::string(target_path(req.target())));
@@ -159,7 +157,8 @@ TEST(HttpServer, AnswersOverTcpAndUnixSocket) {
 TEST(HttpServer, KeepAliveServesSequentialAndPipelinedRequestsOnOneConnection) {
   RunningServer server(test_router(nullptr));
   for (bool use_unix : {false, true}) {
-    auto sock = use_unix ? RawSocket::unix_socket(server.unix_path()) : RawSocket::tcp(server.port());
+    auto sock =
+        use_unix ? RawSocket::unix_socket(server.unix_path()) : RawSocket::tcp(server.port());
     const std::string get = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
     ASSERT_TRUE(sock.send(get));
     auto first = sock.read_response();
@@ -168,8 +167,8 @@ TEST(HttpServer, KeepAliveServesSequentialAndPipelinedRequestsOnOneConnection) {
     ASSERT_TRUE(sock.send(get));
     EXPECT_EQ(body_of(sock.read_response()), "hello");
     // Three requests in one write; three responses in order on the same connection.
-    ASSERT_TRUE(sock.send(get + "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" +
-                          get));
+    ASSERT_TRUE(
+        sock.send(get + "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + get));
     EXPECT_EQ(body_of(sock.read_response()), "hello");
     EXPECT_EQ(body_of(sock.read_response()), "abc");
     EXPECT_EQ(body_of(sock.read_response()), "hello");
@@ -188,9 +187,10 @@ TEST(HttpServer, StreamsRecordIoEventsOneChunkEachPushedLater) {
   RunningServer server(test_router(&streams));
   auto sock = RawSocket::tcp(server.port());
   const std::string call = R"({"type":"SUBSCRIBE"})";
-  ASSERT_TRUE(sock.send("POST /api/v1/scheduler HTTP/1.1\r\nHost: x\r\n"
-                        "Content-Type: application/json\r\nContent-Length: " +
-                        std::to_string(call.size()) + "\r\n\r\n" + call));
+  ASSERT_TRUE(
+      sock.send("POST /api/v1/scheduler HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\nContent-Length: " +
+                std::to_string(call.size()) + "\r\n\r\n" + call));
   const std::string head = sock.read_until("\r\n\r\n");
   EXPECT_EQ(status_line(head), "HTTP/1.1 200 OK");
   EXPECT_NE(head.find("Mesos-Stream-Id: stream-1\r\n"), std::string::npos) << head;
@@ -266,8 +266,8 @@ TEST(HttpServer, HeaderOver64KiBGets431AndConnectionClosed) {
   EXPECT_EQ(ServerOptions{}.header_limit, 64u * 1024);
   {
     auto sock = RawSocket::tcp(server.port());
-    ASSERT_TRUE(sock.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70 * 1024, 'a') +
-                          "\r\n\r\n"));
+    ASSERT_TRUE(sock.send(
+        "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70 * 1024, 'a') + "\r\n\r\n"));
     bool closed = false;
     auto response = sock.read_until_closed(&closed);
     EXPECT_EQ(status_line(response), "HTTP/1.1 431 Request Header Fields Too Large");
@@ -279,8 +279,8 @@ TEST(HttpServer, HeaderOver64KiBGets431AndConnectionClosed) {
   {
     // Just under the limit is fine.
     auto sock = RawSocket::unix_socket(server.unix_path());
-    ASSERT_TRUE(sock.send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(60 * 1024, 'a') +
-                          "\r\n\r\n"));
+    ASSERT_TRUE(sock.send(
+        "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(60 * 1024, 'a') + "\r\n\r\n"));
     EXPECT_EQ(status_line(sock.read_response()), "HTTP/1.1 200 OK");
   }
   expect_server_answers(server);
@@ -305,9 +305,10 @@ TEST(HttpServer, BodyOverConfiguredLimitGets413) {
   {
     // A chunked body is counted as it arrives.
     auto sock = RawSocket::unix_socket(server.unix_path());
-    ASSERT_TRUE(sock.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "400\r\n" + std::string(0x400, 'a') + "\r\n10\r\n" +
-                          std::string(0x10, 'b') + "\r\n0\r\n\r\n"));
+    ASSERT_TRUE(sock.send(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "400\r\n" +
+        std::string(0x400, 'a') + "\r\n10\r\n" + std::string(0x10, 'b') + "\r\n0\r\n\r\n"));
     bool closed = false;
     auto response = sock.read_until_closed(&closed);
     EXPECT_EQ(status_line(response), "HTTP/1.1 413 Payload Too Large");
@@ -327,14 +328,16 @@ TEST(HttpServer, BodyOverConfiguredLimitGets413) {
 TEST(HttpServer, AcceptsChunkedRequestBodyAndExpectContinue) {
   RunningServer server(test_router(nullptr));
   auto sock = RawSocket::tcp(server.port());
-  ASSERT_TRUE(sock.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n"));
+  ASSERT_TRUE(
+      sock.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n"));
   auto response = sock.read_response();
   EXPECT_EQ(status_line(response), "HTTP/1.1 200 OK");
   EXPECT_EQ(body_of(response), "hello world");
   // curl and others wait for "100 Continue" before sending a large body.
-  ASSERT_TRUE(sock.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                        "Expect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(
+      sock.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                "Expect: 100-continue\r\n\r\n"));
   EXPECT_EQ(sock.read_until("\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
   ASSERT_TRUE(sock.send("data"));
   EXPECT_EQ(body_of(sock.read_response()), "data");
@@ -376,8 +379,8 @@ TEST(HttpServer, TricklingClientCutOffAtReadTimeout) {
   RunningServer server(test_router(nullptr), options);
   auto sock = RawSocket::tcp(server.port());
   // One byte every 20 ms never lets the idle timeout fire, but the whole request is late.
-  const std::string request = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Padding: " +
-                              std::string(1000, 'p') + "\r\n\r\n";
+  const std::string request =
+      "GET /hello HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(1000, 'p') + "\r\n\r\n";
   const auto start = std::chrono::steady_clock::now();
   for (char c : request) {
     if (!sock.send(std::string_view(&c, 1)) || std::chrono::steady_clock::now() - start > 5s) {
@@ -400,10 +403,10 @@ TEST(HttpServer, TricklingClientCutOffAtReadTimeout) {
 
 TEST(HttpServer, MalformedRequestLinesGet400AndConnectionClosed) {
   RunningServer server(test_router(nullptr));
-  for (const std::string bad : {"GARBAGE\r\n\r\n", "GET /hello HTTP/1.1 extra\r\nHost: x\r\n\r\n",
-                                "GET /hello HTTX/1.1\r\nHost: x\r\n\r\n",
-                                "GET  HTTP/1.1\r\n\r\n", "\x01\x02\x03 / HTTP/1.1\r\n\r\n",
-                                "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n"}) {
+  for (const std::string bad :
+       {"GARBAGE\r\n\r\n", "GET /hello HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        "GET /hello HTTX/1.1\r\nHost: x\r\n\r\n", "GET  HTTP/1.1\r\n\r\n",
+        "\x01\x02\x03 / HTTP/1.1\r\n\r\n", "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n"}) {
     auto sock = RawSocket::tcp(server.port());
     ASSERT_TRUE(sock.send(bad));
     bool closed = false;

@@ -2,13 +2,13 @@
 // Helpers for the HTTP tests: a server running on its own thread, a temp dir for unix sockets,
 // and a raw blocking socket for sending what a well-behaved client never would.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <chrono>

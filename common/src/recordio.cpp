@@ -12,8 +12,7 @@ std::string recordio_encode(std::string_view record) {
   return out;
 }
 
-RecordIoDecoder::RecordIoDecoder(std::size_t max_record_size)
-    : max_record_size_(max_record_size) {}
+RecordIoDecoder::RecordIoDecoder(std::size_t max_record_size) : max_record_size_(max_record_size) {}
 
 Error RecordIoDecoder::fail(Error error) {
   state_ = State::kFailed;
@@ -34,7 +33,8 @@ Result<std::vector<std::string>> RecordIoDecoder::feed(std::string_view data) {
       const char c = data[i++];
       if (c == '\n') {
         if (prefix_digits_ == 0) {
-          return fail(Error(EPROTO, "RecordIO: empty length prefix (expected '<decimal length>\\n')"));
+          return fail(
+              Error(EPROTO, "RecordIO: empty length prefix (expected '<decimal length>\\n')"));
         }
         prefix_digits_ = 0;
         if (expected_ == 0) {
@@ -85,8 +85,8 @@ Result<void> RecordIoDecoder::finish() const {
       return error_;
     case State::kData:
       return Error(EPROTO, "RecordIO: stream ended inside a record: got " +
-                               std::to_string(record_.size()) + " of " +
-                               std::to_string(expected_) + " bytes");
+                               std::to_string(record_.size()) + " of " + std::to_string(expected_) +
+                               " bytes");
     case State::kPrefix:
       if (prefix_digits_ > 0) {
         return Error(EPROTO, "RecordIO: stream ended inside a record's length prefix");

@@ -46,11 +46,8 @@ TEST(RecordIo, EncodesLengthNewlineBytes) {
 
 TEST(RecordIo, RoundTripAtEverySplitPoint) {
   const std::vector<std::string> records = {
-      R"({"type":"SUBSCRIBED","subscribed":{"framework_id":{"value":"f1"}}})",
-      "",
-      std::string("binary\0with\nnewlines\n", 21),
-      std::string(1000, 'x'),
-      "last"};
+      R"({"type":"SUBSCRIBED","subscribed":{"framework_id":{"value":"f1"}}})", "",
+      std::string("binary\0with\nnewlines\n", 21), std::string(1000, 'x'), "last"};
   std::string stream;
   for (const auto& r : records) {
     stream += recordio_encode(r);
@@ -104,8 +101,7 @@ TEST(RecordIo, AbsurdLengthPrefixRejectedWithoutAllocatingIt) {
   g_track_allocations = false;
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.error().code(), EMSGSIZE);
-  EXPECT_NE(result.error().message().find("exceeds the limit of 67108864 bytes"),
-            std::string::npos)
+  EXPECT_NE(result.error().message().find("exceeds the limit of 67108864 bytes"), std::string::npos)
       << result.error().message();
   EXPECT_LT(g_largest_allocation, 4096u) << "the decoder allocated for the announced record";
   // The stream cannot be resynchronised: the decoder stays failed.

@@ -31,9 +31,9 @@ using Verb = beast_http::verb;
 struct Endpoint {
   enum class Kind { kTcp, kUnix };
   Kind kind = Kind::kTcp;
-  std::string host;       // kTcp: name or address literal (no brackets)
-  std::uint16_t port = 0; // kTcp
-  std::string path;       // kUnix
+  std::string host;        // kTcp: name or address literal (no brackets)
+  std::uint16_t port = 0;  // kTcp
+  std::string path;        // kUnix
 
   // "host:port" ("[v6]:port") or "unix:/path"; parse_endpoint(to_string()) round-trips.
   std::string to_string() const;
