@@ -24,10 +24,10 @@ vm_check() {
     local time; time=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
     local x="    <testcase name=\"$(printf '%s' "$name" | _vm_xml_escape)\" classname=\"vm.${CORRAL_VM_GROUP}\" time=\"$time\""
     if [ $rc = 0 ]; then
-        echo "PASS: $name"
+        echo "PASS: $name (${time}s)"
         _vm_cases+="$x/>"$'\n'
     else
-        echo "FAIL: $name (exit status $rc)"
+        echo "FAIL: $name (exit status $rc, ${time}s)"
         _vm_failures=$((_vm_failures + 1))
         _vm_cases+="$x>"$'\n'"      <failure message=\"exit status $rc\"><![CDATA[$(printf '%s' "$out" | tail -n 50 | sed 's/]]>/]] >/g')]]></failure>"$'\n'"    </testcase>"$'\n'
     fi
