@@ -663,7 +663,11 @@ void ServerConnection::pump() {
                         return;
                       }
                       if (ec) {
-                        self->close_now(StreamEnd::kWriteFailed);
+                        // A peer that went away shows up here first when we were writing.
+                        const bool gone = ec == asio::error::broken_pipe ||
+                                          ec == asio::error::connection_reset ||
+                                          ec == asio::error::eof;
+                        self->close_now(gone ? StreamEnd::kClientGone : StreamEnd::kWriteFailed);
                         return;
                       }
                       if (self->stream_) {
