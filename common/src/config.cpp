@@ -93,6 +93,12 @@ std::vector<std::string> ConfigTable::keys() const {
   return out;
 }
 
+std::string ConfigTable::location(std::string_view key) const {
+  const toml::node* node =
+      table_ != nullptr ? static_cast<const toml::table*>(table_)->get(key) : nullptr;
+  return state_->where(node);
+}
+
 void ConfigTable::fail(std::string_view key, std::string_view message) {
   const auto* node = static_cast<const toml::node*>(lookup(key));
   if (node == nullptr && table_ != nullptr) node = static_cast<const toml::table*>(table_);

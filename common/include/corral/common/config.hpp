@@ -65,6 +65,9 @@ class ConfigTable {
   // Keys present in this table, in file order.
   std::vector<std::string> keys() const;
 
+  // "file:line" of `key` in this table ("file" alone if the key is absent).
+  std::string location(std::string_view key) const;
+
   // Records a custom validation error located at `key` (file:line: key '<path>': message).
   void fail(std::string_view key, std::string_view message);
 
