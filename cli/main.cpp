@@ -8,6 +8,7 @@
 
 #include "corral/common/http_client.hpp"
 #include "corral/common/version.hpp"
+#include "corral/isolator/policy.hpp"
 
 namespace {
 
@@ -54,6 +55,24 @@ int status(const std::string& master, bool as_json) {
   return healthy ? 0 : 1;
 }
 
+// `corral policy check [DIR]`: validate the policy files and print the effective policy.
+int policy_check(const std::string& dir, bool as_json) {
+  auto policy = corral::isolator::load_policy_dir(dir);
+  if (!policy) {
+    std::fprintf(stderr, "corral: the policy in %s is invalid:\n%s\n", dir.c_str(),
+                 policy.error().message().c_str());
+    return 78;  // EX_CONFIG
+  }
+  if (as_json) {
+    std::printf("%s\n", corral::isolator::policy_to_json(*policy).dump(2).c_str());
+  } else {
+    std::printf("%s", corral::isolator::policy_to_text(*policy).c_str());
+    std::fprintf(stderr, "corral: policy OK (%zu file%s)\n", policy->files.size(),
+                 policy->files.size() == 1 ? "" : "s");
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,7 +88,17 @@ int main(int argc, char** argv) {
   auto* st = app.add_subcommand("status", "show whether the master is up, and its identity");
   st->add_flag("--json", as_json, "print JSON instead of a table");
   auto* ver = app.add_subcommand("version", "print the CLI's version");
+  auto* policy = app.add_subcommand("policy", "work with isolation policy files");
+  policy->require_subcommand(1);
+  std::string policy_dir = corral::isolator::kDefaultPolicyDir;
+  bool policy_json = false;
+  auto* check = policy->add_subcommand(
+      "check", "validate the policy files in DIR and print the effective policy with the origin "
+               "of every value");
+  check->add_option("dir", policy_dir, "policy directory (default /etc/corral/policy.d)");
+  check->add_flag("--json", policy_json, "print JSON");
   CLI11_PARSE(app, argc, argv);
+  if (check->parsed()) return policy_check(policy_dir, policy_json);
   if (ver->parsed()) {
     std::printf("corral %s\n", corral::kVersion);
     return 0;
