@@ -8,7 +8,9 @@
 //   - cgroup.events / memory.events / pids.events and their inotify notification,
 //   - cgroup.subtree_control of the base (libcgroup only enables controllers as a side effect of
 //     creating a child, walking from the hierarchy root down - see lcg_create),
-//   - cgroup.procs listing and the directory scan of list()/cleanup_stale().
+//   - cgroup.procs listing and the directory scan of list()/cleanup_stale(),
+//   - moving a process into a cgroup without controllers (supervisor/): libcgroup 2.0.2 silently
+//     does nothing there (see lcg_attach).
 #include <fcntl.h>
 #include <libcgroup.h>
 #include <signal.h>
@@ -116,15 +118,30 @@ Result<void> lcg_create(const fs::path& mount, const fs::path& dir,
   return ok();
 }
 
-Result<void> lcg_attach(const fs::path& mount, const fs::path& dir, pid_t pid) {
+// `controllers` must be the cgroup's controllers: libcgroup 2.0.2's cgroup_attach_task_pid()
+// writes the pid once per controller of the struct cgroup, and with none it writes nothing yet
+// returns 0 (guest test LibcgroupQuirks.AttachWithoutControllersIsASilentNoOp). Cgroups without
+// controllers (supervisor/) are joined with move_to_cgroup() instead.
+Result<void> lcg_attach(const fs::path& mount, const fs::path& dir, pid_t pid,
+                        const std::set<std::string>& controllers) {
+  if (controllers.empty()) return move_to_cgroup(dir, pid);
   CORRAL_TRY(libcgroup_init());
   CgroupPtr cg(cgroup_new_cgroup(lcg_name(mount, dir).c_str()));
   if (!cg) return Error(ENOMEM, "cgroup_new_cgroup " + dir.string());
+  for (const auto& c : controllers) {
+    if (!cgroup_add_controller(cg.get(), c.c_str())) {
+      return Error(EINVAL, "cgroup_add_controller " + c + " for " + dir.string());
+    }
+  }
   int rc = cgroup_attach_task_pid(cg.get(), pid);
   if (rc != 0) {
     return lcg_error(rc, "moving process " + std::to_string(pid) + " into " + dir.string());
   }
   return ok();
+}
+
+Result<void> move_to_cgroup(const fs::path& dir, pid_t pid) {
+  return write_cg(dir / "cgroup.procs", std::to_string(pid));
 }
 
 Result<std::string> lcg_read(const fs::path& mount, const fs::path& dir,
@@ -170,7 +187,7 @@ Result<std::set<std::string>> prepare_base(const fs::path& mount, const fs::path
     CORRAL_TRY(lcg_create(mount, supervisor, {}));
   }
   if (move_pid > 0) {
-    auto r = lcg_attach(mount, supervisor, move_pid);
+    auto r = move_to_cgroup(supervisor, move_pid);
     if (!r.ok()) return std::move(r).error().context("moving into the supervisor leaf");
   }
   CORRAL_ASSIGN_OR_RETURN(auto offered, read_words(base / "cgroup.controllers"));
@@ -229,7 +246,7 @@ class FsTaskCgroup final : public TaskCgroup {
     return fd;
   }
 
-  Result<void> attach(pid_t pid) override { return lcg_attach(mount_, path_, pid); }
+  Result<void> attach(pid_t pid) override { return lcg_attach(mount_, path_, pid, controllers_); }
 
   Result<std::vector<pid_t>> pids() const override { return read_procs(path_); }
 

@@ -35,7 +35,9 @@ Result<void> libcgroup_init();
 Result<void> lcg_create(const std::filesystem::path& mount, const std::filesystem::path& dir,
                         const std::set<std::string>& controllers);
 Result<void> lcg_attach(const std::filesystem::path& mount, const std::filesystem::path& dir,
-                        pid_t pid);
+                        pid_t pid, const std::set<std::string>& controllers);
+// Writes `pid` to <dir>/cgroup.procs directly (for cgroups without controllers, see lcg_attach).
+Result<void> move_to_cgroup(const std::filesystem::path& dir, pid_t pid);
 // Reads a whole interface file through libcgroup's value iterator.
 Result<std::string> lcg_read(const std::filesystem::path& mount, const std::filesystem::path& dir,
                              const std::string& controller, const std::string& file);

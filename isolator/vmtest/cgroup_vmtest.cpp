@@ -6,6 +6,7 @@
 // Lines starting with "MEASURE" are the figures quoted in docs/cgroups.md.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <libcgroup.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -544,6 +545,34 @@ TEST(CgroupSystemd, PerTaskTransientScopeRoundTrip) {
     wait_status(pid);
   }
   std::cout << "MEASURE systemd per_task_StartTransientUnit_ms=" << total / n << "\n";
+}
+
+// Why lcg_attach() never hands libcgroup a struct cgroup without controllers: libcgroup 2.0.2 on
+// pure v2 returns 0 from cgroup_attach_task_pid() for such a group and moves nothing. If this test
+// starts failing, libcgroup was fixed and move_to_cgroup() can go.
+TEST(LibcgroupQuirks, AttachWithoutControllersIsASilentNoOp) {
+  auto m = open_systemd_manager();
+  ASSERT_TRUE(m.ok()) << m.error().to_string();
+  auto cg = (*m)->create("libcgroup-quirk", {});
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ASSERT_EQ(cgroup_init(), 0);
+  std::string rel = "/" + (*cg)->path().lexically_relative("/sys/fs/cgroup").string();
+  struct cgroup* raw = cgroup_new_cgroup(rel.c_str());
+  ASSERT_NE(raw, nullptr);
+  EXPECT_EQ(cgroup_attach_task_pid(raw, pid), 0);
+  cgroup_free(&raw);
+  auto pids = (*cg)->pids();
+  ASSERT_TRUE(pids.ok());
+  EXPECT_TRUE(pids->empty()) << "libcgroup attached the process: the quirk is gone";
+  ASSERT_TRUE((*cg)->attach(pid).ok());  // ours, with the controllers named
+  EXPECT_EQ(*(*cg)->pids(), std::vector<pid_t>{pid});
+  ASSERT_TRUE((*cg)->destroy().ok());
+  wait_status(pid);
 }
 
 }  // namespace
