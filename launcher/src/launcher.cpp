@@ -14,6 +14,7 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -57,7 +58,8 @@ struct ChildContext {
 
 // Reports an error to the parent (one write, atomic below PIPE_BUF) and exits.
 [[noreturn]] void child_fail(int error_fd, int exit_code, const Error& error) {
-  std::string msg = std::to_string(exit_code) + " " + error.to_string();
+  std::string msg =
+      std::to_string(exit_code) + " " + std::to_string(error.code()) + " " + error.message();
   if (msg.size() > 4000) msg.resize(4000);
   (void)!::write(error_fd, msg.data(), msg.size());
   ::_exit(exit_code);
@@ -346,14 +348,14 @@ Result<void> launch(const SandboxSpec& spec, const LaunchOptions& options, int* 
     message.append(buf, static_cast<size_t>(n));
   }
   if (!message.empty()) {
-    int code = kExitSetupFailed;
-    size_t space = message.find(' ');
-    if (space != std::string::npos) {
-      code = std::atoi(message.substr(0, space).c_str());
-      message = message.substr(space + 1);
-    }
+    // "<exit code> <errno> <message>" from child_fail.
+    int code = kExitSetupFailed, err = EINVAL;
+    std::istringstream in(message);
+    in >> code >> err;
+    std::string text;
+    std::getline(in >> std::ws, text, '\0');
     if (code != kExitNotFound && code != kExitCannotExec) code = kExitSetupFailed;
-    return abort_child(Error(EINVAL, message), code);
+    return abort_child(Error(err, text.empty() ? message : text), code);
   }
 
   // Become the supervisor.
