@@ -439,7 +439,7 @@ Result<SandboxSpec> sandbox_spec_from_json(const json& j) {
     if (!groups->is_array()) return field_error("supplementary_gids", "must be an array");
     for (size_t i = 0; i < groups->size(); ++i) {
       const auto& g = (*groups)[i];
-      if (!g.is_number_unsigned() || g.get<uint64_t>() >= UINT32_MAX) {
+      if (!g.is_number_integer() || g.get<int64_t>() < 0 || g.get<uint64_t>() >= UINT32_MAX) {
         return field_error("supplementary_gids[" + std::to_string(i) + "]",
                            "must be a gid (0..4294967294)");
       }
@@ -491,7 +491,7 @@ Result<SandboxSpec> sandbox_spec_from_json(const json& j) {
         if (!v) return field_error(f + "." + key, "missing (a number or \"unlimited\")");
         if (v->is_string() && v->get<std::string>() == "unlimited") {
           *out = UINT64_MAX;
-        } else if (v->is_number_unsigned()) {
+        } else if (v->is_number_unsigned() || (v->is_number_integer() && v->get<int64_t>() >= 0)) {
           *out = v->get<uint64_t>();
         } else {
           return field_error(f + "." + key, "must be a non-negative integer or \"unlimited\"");
