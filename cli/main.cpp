@@ -8,6 +8,8 @@
 
 #include "corral/common/http_client.hpp"
 #include "corral/common/version.hpp"
+#include "corral/cli/run.hpp"
+#include "corral/common/config.hpp"
 #include "corral/isolator/policy.hpp"
 
 namespace {
@@ -97,7 +99,82 @@ int main(int argc, char** argv) {
                "of every value");
   check->add_option("dir", policy_dir, "policy directory (default /etc/corral/policy.d)");
   check->add_flag("--json", policy_json, "print JSON");
+  corral::cli::RunOptions run_opts;
+  auto* run = app.add_subcommand(
+      "run", "run one task locally through the isolation libraries (no master, no agent): "
+             "policy check, cgroup, sandbox; streams its output and returns its exit code");
+  std::optional<double> cpus;
+  std::string memory, memory_swap, grace = "10s";
+  std::optional<uint64_t> pids, cpu_weight;
+  std::vector<std::string> caps, volumes;
+  std::optional<std::string> user, seccomp;
+  run->add_option("--cpus", cpus, "CPU cap (cpu.max), e.g. 0.5");
+  run->add_option("--memory", memory, "memory limit (memory.max), e.g. 256MiB or 1G");
+  run->add_option("--memory-swap", memory_swap, "swap limit (memory.swap.max)");
+  run->add_option("--pids", pids, "process limit (pids.max)");
+  run->add_option("--cpu-weight", cpu_weight, "CPU share (cpu.weight, 1-10000)");
+  run->add_option("--user", user, "user to run as (name or uid; must be allowed by the policy)");
+  run->add_option("--cap", caps, "capability to keep (repeatable; replaces the default set)");
+  run->add_option("--seccomp", seccomp, "\"default\", \"unconfined\" or the policy's profile path");
+  run->add_option("-v,--volume", volumes, "HOST:CONTAINER[:rw] bind (read-only unless :rw)");
+  run->add_option("--role", run_opts.request.role, "role whose policy applies (default *)");
+  run->add_option("-e,--env", run_opts.env, "KEY=value environment variable (repeatable)");
+  run->add_option("--policy-dir", run_opts.policy_dir, "policy directory (default /etc/corral/policy.d)");
+  run->add_option("--rootfs", run_opts.rootfs, "root filesystem directory (default: the host's, read-only)");
+  run->add_option("--hostname", run_opts.hostname, "the task's hostname");
+  run->add_option("--network", run_opts.network, "none (loopback only, default) or host")
+      ->check(CLI::IsMember({"none", "host"}));
+  run->add_option("-w,--workdir", run_opts.workdir, "working directory inside the sandbox");
+  run->add_option("--grace", grace, "SIGTERM-to-SIGKILL grace period on Ctrl-C, e.g. 10s");
+  run->add_option("--state-dir", run_opts.state_dir, "where sandboxes are made (default /var/lib/corral/run)");
+  run->add_flag("--keep", run_opts.keep, "keep the sandbox directory afterwards");
+  run->add_option("--launcher", run_opts.launcher, "path of corral-launcher");
+  run->add_flag("-q,--quiet", run_opts.quiet, "no status lines, only the task's output");
+  run->add_option("command", run_opts.argv, "the command and its arguments (after --)")->required();
   CLI11_PARSE(app, argc, argv);
+  if (run->parsed()) {
+    auto& r = run_opts.request;
+    r.cpus = cpus;
+    r.pids = pids;
+    r.cpu_weight = cpu_weight;
+    r.user = user;
+    r.capabilities = caps;
+    r.seccomp = seccomp;
+    for (auto [text, slot] : {std::pair{&memory, &r.memory}, std::pair{&memory_swap, &r.memory_swap}}) {
+      if (text->empty()) continue;
+      auto b = corral::parse_bytes(*text);
+      if (!b) {
+        std::fprintf(stderr, "corral: %s\n", b.error().message().c_str());
+        return 64;
+      }
+      *slot = *b;
+    }
+    auto g = corral::parse_duration(grace);
+    if (!g) {
+      std::fprintf(stderr, "corral: --grace: %s\n", g.error().message().c_str());
+      return 64;
+    }
+    run_opts.grace_ms = static_cast<uint32_t>(g->count());
+    for (const auto& v : volumes) {
+      auto first = v.find(':');
+      auto second = first == std::string::npos ? std::string::npos : v.find(':', first + 1);
+      if (first == std::string::npos) {
+        std::fprintf(stderr, "corral: --volume %s: expected HOST:CONTAINER[:rw]\n", v.c_str());
+        return 64;
+      }
+      corral::isolator::Volume vol{v.substr(0, first), v.substr(first + 1, second - first - 1), false};
+      if (second != std::string::npos) {
+        std::string mode = v.substr(second + 1);
+        if (mode != "rw" && mode != "ro") {
+          std::fprintf(stderr, "corral: --volume %s: the mode must be rw or ro\n", v.c_str());
+          return 64;
+        }
+        vol.writable = mode == "rw";
+      }
+      r.volumes.push_back(vol);
+    }
+    return corral::cli::run_task(run_opts);
+  }
   if (check->parsed()) return policy_check(policy_dir, policy_json);
   if (ver->parsed()) {
     std::printf("corral %s\n", corral::kVersion);
