@@ -9,12 +9,13 @@
 //   - cgroup.subtree_control of the base (libcgroup only enables controllers as a side effect of
 //     creating a child, walking from the hierarchy root down - see lcg_create),
 //   - cgroup.procs listing and the directory scan of list()/cleanup_stale(),
-//   - moving a process into a cgroup without controllers (supervisor/): libcgroup 2.0.2 silently
-//     does nothing there (see lcg_attach).
+//   - making and joining supervisor/, a cgroup without controllers: libcgroup 2.0.2 silently does
+//     nothing for those (see lcg_attach).
 #include <fcntl.h>
 #include <libcgroup.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -118,10 +119,11 @@ Result<void> lcg_create(const fs::path& mount, const fs::path& dir,
   return ok();
 }
 
-// `controllers` must be the cgroup's controllers: libcgroup 2.0.2's cgroup_attach_task_pid()
-// writes the pid once per controller of the struct cgroup, and with none it writes nothing yet
-// returns 0 (guest test LibcgroupQuirks.AttachWithoutControllersIsASilentNoOp). Cgroups without
-// controllers (supervisor/) are joined with move_to_cgroup() instead.
+// `controllers` must be the cgroup's controllers. libcgroup 2.0.2 (Debian 12) works per
+// controller of the struct cgroup: cgroup_create_cgroup(), cgroup_attach_task_pid() and
+// cgroup_delete_cgroup_ext() on a struct with no controllers do nothing and return 0 (guest test
+// LibcgroupQuirks.GroupWithoutControllersIsASilentNoOp), although such cgroups are normal on v2.
+// So supervisor/ (no controllers) is made with mkdir() and joined with move_to_cgroup().
 Result<void> lcg_attach(const fs::path& mount, const fs::path& dir, pid_t pid,
                         const std::set<std::string>& controllers) {
   if (controllers.empty()) return move_to_cgroup(dir, pid);
@@ -180,11 +182,11 @@ Result<CgroupEvents> read_events_of(const fs::path& dir) {
   return events_from(mem, pids, cg);
 }
 
-Result<std::set<std::string>> prepare_base(const fs::path& mount, const fs::path& base,
-                                           pid_t move_pid) {
+Result<std::set<std::string>> prepare_base(const fs::path& base, pid_t move_pid) {
   const fs::path supervisor = base / "supervisor";
-  if (!fs::exists(supervisor)) {
-    CORRAL_TRY(lcg_create(mount, supervisor, {}));
+  // supervisor/ has no controllers, which libcgroup 2.0.2 cannot create (see lcg_attach).
+  if (::mkdir(supervisor.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Error::from_errno("mkdir " + supervisor.string());
   }
   if (move_pid > 0) {
     auto r = move_to_cgroup(supervisor, move_pid);
@@ -424,6 +426,14 @@ class FsTaskCgroup final : public TaskCgroup {
     CORRAL_TRY(libcgroup_init());
     CgroupPtr cg(cgroup_new_cgroup(lcg_name(mount_, path_).c_str()));
     if (!cg) return Error(ENOMEM, "cgroup_new_cgroup");
+    // Exactly one controller: with none libcgroup 2.0.2 deletes nothing (see lcg_attach); with
+    // several it removes the directory for the first and then fails with ENOENT for the next,
+    // because it treats each controller as its own v1 hierarchy although on v2 they share one
+    // directory (guest test LibcgroupQuirks.DeleteWithSeveralControllersFailsAfterRemoving).
+    const std::string one = controllers_.count("memory") ? "memory" : *controllers_.begin();
+    if (!cgroup_add_controller(cg.get(), one.c_str())) {
+      return Error(EINVAL, "cgroup_add_controller " + one);
+    }
     // IGNORE_MIGRATION: on v1 libcgroup moves remaining tasks to the parent first; on v2 there
     // are none left (and no "tasks" file). RECURSIVE: a task may have made sub-cgroups.
     int rc = cgroup_delete_cgroup_ext(cg.get(),
@@ -539,7 +549,7 @@ Result<std::unique_ptr<CgroupManager>> open_cgroupfs_manager(const CgroupfsOptio
   }
   CORRAL_TRY(check_cgroup_host(at_base, CgroupBackend::kCgroupfs));
   pid_t move = options.move_self_to_supervisor && own == base ? ::getpid() : 0;
-  CORRAL_ASSIGN_OR_RETURN(auto controllers, detail::prepare_base(mount, base, move));
+  CORRAL_ASSIGN_OR_RETURN(auto controllers, detail::prepare_base(base, move));
   return detail::make_tree_manager(
       {CgroupBackend::kCgroupfs, mount, base, std::move(controllers), options.force_freeze_kill});
 }

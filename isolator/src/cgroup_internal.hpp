@@ -27,8 +27,7 @@ std::unique_ptr<CgroupManager> make_tree_manager(TreeConfig config);
 // Makes <base>/supervisor, moves `move_pid` (if > 0) into it, and enables every supported
 // controller that <base>/cgroup.controllers offers in <base>/cgroup.subtree_control.
 // Returns the enabled controllers.
-Result<std::set<std::string>> prepare_base(const std::filesystem::path& mount,
-                                           const std::filesystem::path& base, pid_t move_pid);
+Result<std::set<std::string>> prepare_base(const std::filesystem::path& base, pid_t move_pid);
 
 // libcgroup wrappers (paths are absolute; libcgroup wants them relative to the mount).
 Result<void> libcgroup_init();

@@ -247,7 +247,7 @@ Result<std::unique_ptr<CgroupManager>> open_systemd_manager(const SystemdOptions
     }
     log::info("reusing " + scope_dir.string() + " (tasks of a previous agent may still run)");
   }
-  CORRAL_ASSIGN_OR_RETURN(auto controllers, detail::prepare_base(mount, scope_dir, keeper_to_move));
+  CORRAL_ASSIGN_OR_RETURN(auto controllers, detail::prepare_base(scope_dir, keeper_to_move));
   return detail::make_tree_manager({CgroupBackend::kSystemd, mount, scope_dir,
                                     std::move(controllers), options.force_freeze_kill});
 }

@@ -53,7 +53,12 @@ pid_t spawn_into(const TaskCgroup& cg, const std::function<int()>& fn) {
   args.exit_signal = SIGCHLD;
   args.cgroup = static_cast<uint64_t>(dir->get());
   pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &args, sizeof args));
-  if (pid == 0) ::_exit(fn());
+  if (pid == 0) {
+    // A task left behind by a failed test must not hold the group script's output pipe open.
+    int null = ::open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
+    ::_exit(fn());
+  }
   if (pid < 0) ADD_FAILURE() << "clone3: " << std::strerror(errno);
   return pid;
 }
@@ -466,6 +471,13 @@ TEST_P(CgroupVm, AgentSigkillLeavesTasksRunningAndNextStartAdoptsOrCleans) {
   pid_t pids[2];
   ASSERT_EQ(::read(pipefd[0], pids, sizeof pids), static_cast<ssize_t>(sizeof pids));
   ::close(pipefd[0]);
+  struct KillOnExit {
+    pid_t a, b;
+    ~KillOnExit() {
+      ::kill(a, SIGKILL);
+      ::kill(b, SIGKILL);
+    }
+  } guard{pids[0], pids[1]};
   ASSERT_EQ(::kill(agent, SIGKILL), 0);
   int status = wait_status(agent);
   ASSERT_TRUE(WIFSIGNALED(status)) << "agent child exited with " << WEXITSTATUS(status);
@@ -548,11 +560,22 @@ TEST(CgroupSystemd, PerTaskTransientScopeRoundTrip) {
 }
 
 // Why lcg_attach() never hands libcgroup a struct cgroup without controllers: libcgroup 2.0.2 on
-// pure v2 returns 0 from cgroup_attach_task_pid() for such a group and moves nothing. If this test
-// starts failing, libcgroup was fixed and move_to_cgroup() can go.
-TEST(LibcgroupQuirks, AttachWithoutControllersIsASilentNoOp) {
+// pure v2 returns 0 from cgroup_create_cgroup() and cgroup_attach_task_pid() for such a group and
+// does nothing. If this test starts failing, libcgroup was fixed and the mkdir()/move_to_cgroup()
+// workaround in cgroup_fs.cpp can go.
+TEST(LibcgroupQuirks, GroupWithoutControllersIsASilentNoOp) {
   auto m = open_systemd_manager();
   ASSERT_TRUE(m.ok()) << m.error().to_string();
+  ASSERT_EQ(cgroup_init(), 0);
+  const fs::path made = (*m)->base() / "libcgroup-no-controllers";
+  struct cgroup* raw =
+      cgroup_new_cgroup(("/" + made.lexically_relative("/sys/fs/cgroup").string()).c_str());
+  ASSERT_NE(raw, nullptr);
+  EXPECT_EQ(cgroup_create_cgroup(raw, 1), 0);
+  EXPECT_FALSE(fs::exists(made)) << "libcgroup created a controller-less group: quirk gone";
+  cgroup_free(&raw);
+  ::rmdir(made.c_str());
+
   auto cg = (*m)->create("libcgroup-quirk", {});
   ASSERT_TRUE(cg.ok()) << cg.error().to_string();
   pid_t pid = ::fork();
@@ -560,9 +583,8 @@ TEST(LibcgroupQuirks, AttachWithoutControllersIsASilentNoOp) {
     ::pause();
     ::_exit(0);
   }
-  ASSERT_EQ(cgroup_init(), 0);
   std::string rel = "/" + (*cg)->path().lexically_relative("/sys/fs/cgroup").string();
-  struct cgroup* raw = cgroup_new_cgroup(rel.c_str());
+  raw = cgroup_new_cgroup(rel.c_str());
   ASSERT_NE(raw, nullptr);
   EXPECT_EQ(cgroup_attach_task_pid(raw, pid), 0);
   cgroup_free(&raw);
@@ -573,6 +595,27 @@ TEST(LibcgroupQuirks, AttachWithoutControllersIsASilentNoOp) {
   EXPECT_EQ(*(*cg)->pids(), std::vector<pid_t>{pid});
   ASSERT_TRUE((*cg)->destroy().ok());
   wait_status(pid);
+}
+
+// Why TaskCgroup::destroy() names one controller when it asks libcgroup to remove a group.
+TEST(LibcgroupQuirks, DeleteWithSeveralControllersFailsAfterRemoving) {
+  auto m = open_systemd_manager();
+  ASSERT_TRUE(m.ok()) << m.error().to_string();
+  auto cg = (*m)->create("libcgroup-delete", {});
+  ASSERT_TRUE(cg.ok()) << cg.error().to_string();
+  const fs::path path = (*cg)->path();
+  (*cg)->release();
+  ASSERT_EQ(cgroup_init(), 0);
+  struct cgroup* raw =
+      cgroup_new_cgroup(("/" + path.lexically_relative("/sys/fs/cgroup").string()).c_str());
+  for (const char* c : {"cpu", "memory", "pids"}) ASSERT_NE(cgroup_add_controller(raw, c), nullptr);
+  int rc = cgroup_delete_cgroup_ext(raw, CGFLAG_DELETE_IGNORE_MIGRATION | CGFLAG_DELETE_RECURSIVE);
+  cgroup_free(&raw);
+  EXPECT_FALSE(fs::exists(path)) << "libcgroup did not remove the group";
+  EXPECT_NE(rc, 0) << "libcgroup now removes a multi-controller v2 group cleanly: quirk gone";
+  std::cout << "cgroup_delete_cgroup_ext with 3 controllers: " << rc << " " << cgroup_strerror(rc)
+            << "\n";
+  ::rmdir(path.c_str());
 }
 
 }  // namespace

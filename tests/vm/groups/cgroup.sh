@@ -10,11 +10,21 @@ vm_require_build
 bin=$CORRAL_BUILD/isolator/corral_cgroup_vmtest
 vm_check "corral_cgroup_vmtest is built" test -x "$bin"
 
-vm_check "cgroupfs backend in a Delegate=yes scope (gtest)" \
-    systemd-run --quiet --scope -p Delegate=yes --unit=corral-cgroupfs-test -- \
-    "$bin" --gtest_filter='CgroupHost.*:*/cgroupfs' --gtest_output="xml:$RESULTS/cgroup_vmtest_cgroupfs.xml"
-vm_check "systemd backend: corral.slice/corral-tasks.scope (gtest)" \
-    "$bin" --gtest_filter='CgroupSystemd.*:LibcgroupQuirks.*:*/systemd' --gtest_output="xml:$RESULTS/cgroup_vmtest_systemd.xml"
+# Output goes to a file, not through vm_check's pipe: a task process a failing test leaves behind
+# must not keep the group waiting for EOF. timeout: a hang shows as a failure, not a lost guest.
+run_gtest() { # NAME [systemd-run args --] FILTER
+    local name=$1 filter=$2; shift 2
+    timeout 200 "$@" "$bin" --gtest_filter="$filter" \
+        --gtest_output="xml:$RESULTS/cgroup_vmtest_$name.xml" > "$RESULTS/cgroup_vmtest_$name.log" 2>&1
+    local rc=$?
+    cat "$RESULTS/cgroup_vmtest_$name.log"
+    return $rc
+}
+vm_check "cgroupfs backend in a Delegate=yes scope (gtest)" run_gtest cgroupfs 'CgroupHost.*:*/cgroupfs' \
+    systemd-run --quiet --scope -p Delegate=yes --unit=corral-cgroupfs-test --
+vm_check "systemd backend: corral.slice/corral-tasks.scope (gtest)" run_gtest systemd \
+    'CgroupSystemd.*:LibcgroupQuirks.*:*/systemd'
+grep -h '^MEASURE' "$RESULTS"/cgroup_vmtest_*.log
 
 # Nothing of ours is left behind but the (idle) tasks scope and its keeper.
 vm_check "no task cgroup left anywhere" sh -c '
