@@ -165,8 +165,8 @@ Result<void> check_cgroup_host(const CgroupHostInfo& info, CgroupBackend backend
                      ". Corral needs the unified cgroup v2 hierarchy with the controllers " +
                      join(required) +
                      ": boot with systemd.unified_cgroup_hierarchy=1 on the kernel command line "
-                     "(the default of Debian 12; remove systemd.legacy_systemd_cgroup_controller "
-                     "and cgroup_no_v1= overrides), reboot, and check that "
+                     "(the default of Debian 12: drop systemd.unified_cgroup_hierarchy=0 and "
+                     "systemd.legacy_systemd_cgroup_controller if present), reboot, and check that "
                      "`stat -fc %T /sys/fs/cgroup` prints cgroup2fs");
   }
   // systemd delegates from the root's controllers; cgroupfs can only use what its own cgroup got.

@@ -7,6 +7,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <iostream>
+
 #include "corral/isolator/cgroup.hpp"
 
 namespace corral::isolator {
@@ -91,6 +93,7 @@ TEST(CgroupCheck, ThisHostAsProbed) {
     GTEST_SKIP() << "this host is unified cgroup v2; the refusal is tested with described hosts";
   }
   ASSERT_FALSE(r.ok());
+  std::cout << "startup check on this host: " << r.error().to_string() << "\n";
   EXPECT_THAT(r.error().message(), HasSubstr("not cgroup2fs"));
   EXPECT_THAT(r.error().message(), HasSubstr("systemd.unified_cgroup_hierarchy=1"));
   auto m = open_cgroupfs_manager();

@@ -529,8 +529,13 @@ INSTANTIATE_TEST_SUITE_P(Backends, CgroupVm,
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
 TEST(CgroupSystemd, OneDelegatedScopeWithAKeeper) {
+  const bool fresh = !fs::exists("/sys/fs/cgroup/corral.slice/corral-tasks.scope");
+  auto t0 = Clock::now();
   auto m = open_systemd_manager();
   ASSERT_TRUE(m.ok()) << m.error().to_string();
+  std::cout << "MEASURE systemd open_manager_ms=" << ms_since(t0)
+            << (fresh ? " (scope started: keeper + StartTransientUnit + JobRemoved)" : " (reused)")
+            << "\n";
   EXPECT_EQ((*m)->base(), "/sys/fs/cgroup/corral.slice/corral-tasks.scope");
   auto keepers = read_text((*m)->base() / "supervisor/cgroup.procs");
   pid_t keeper = std::atoi(keepers.c_str());
