@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "corral/common/http_client.hpp"
+#include "corral/common/log.hpp"
 #include "corral/common/version.hpp"
 #include "corral/cli/run.hpp"
 #include "corral/common/config.hpp"
@@ -78,6 +79,9 @@ int policy_check(const std::string& dir, bool as_json) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The libraries' informational log lines are noise for a CLI; warnings and errors still show.
+  corral::log::set_identifier("corral");
+  corral::log::set_level(corral::log::Level::warning);
   CLI::App app{"corral: the Corral command-line client.\n"
                "Today it reports a master's status; tasks, images, services and jobs come later."};
   app.set_version_flag("--version", std::string("corral ") + corral::kVersion);
