@@ -26,8 +26,18 @@ void* operator new(std::size_t size) {
   }
   throw std::bad_alloc();
 }
+// Every variant that pairs with the deletes below must allocate with malloc too: under ASan the
+// library's own nothrow new (used by std::stable_sort's temporary buffer) would otherwise be
+// freed here with free(), an alloc-dealloc mismatch.
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  if (g_track_allocations && size > g_largest_allocation) {
+    g_largest_allocation = size;
+  }
+  return std::malloc(size == 0 ? 1 : size);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace corral {
 namespace {
