@@ -55,7 +55,8 @@ BENCHMARK(BM_MetricsRender)->Arg(1000);
 
 void BM_ConfigParse(benchmark::State& state) {
   std::string text = "listen = \"127.0.0.1:5050\"\nwork_dir = \"/var/lib/corral\"\n[http]\n";
-  for (int i = 0; i < 50; ++i) text += "k" + std::to_string(i) + " = \"" + std::to_string(i) + "s\"\n";
+  for (int i = 0; i < 50; ++i)
+    text += "k" + std::to_string(i) + " = \"" + std::to_string(i) + "s\"\n";
   for (auto _ : state) {
     auto file = corral::ConfigFile::parse(text, "bench.toml");
     auto root = file->root();

@@ -6,11 +6,11 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "corral/cli/run.hpp"
+#include "corral/common/config.hpp"
 #include "corral/common/http_client.hpp"
 #include "corral/common/log.hpp"
 #include "corral/common/version.hpp"
-#include "corral/cli/run.hpp"
-#include "corral/common/config.hpp"
 #include "corral/isolator/policy.hpp"
 
 namespace {
@@ -82,14 +82,16 @@ int main(int argc, char** argv) {
   // The libraries' informational log lines are noise for a CLI; warnings and errors still show.
   corral::log::set_identifier("corral");
   corral::log::set_level(corral::log::Level::warning);
-  CLI::App app{"corral: the Corral command-line client.\n"
-               "Today it reports a master's status; tasks, images, services and jobs come later."};
+  CLI::App app{
+      "corral: the Corral command-line client.\n"
+      "Today it reports a master's status; tasks, images, services and jobs come later."};
   app.set_version_flag("--version", std::string("corral ") + corral::kVersion);
   app.require_subcommand(1);
   const char* env = std::getenv("CORRAL_MASTER");
   std::string master = env != nullptr && *env != '\0' ? env : "http://127.0.0.1:5050";
-  app.add_option("-m,--master", master, "master address, http://host:port or unix:/path "
-                                        "(default: $CORRAL_MASTER or http://127.0.0.1:5050)");
+  app.add_option("-m,--master", master,
+                 "master address, http://host:port or unix:/path "
+                 "(default: $CORRAL_MASTER or http://127.0.0.1:5050)");
   bool as_json = false;
   auto* st = app.add_subcommand("status", "show whether the master is up, and its identity");
   st->add_flag("--json", as_json, "print JSON instead of a table");
@@ -99,14 +101,16 @@ int main(int argc, char** argv) {
   std::string policy_dir = corral::isolator::kDefaultPolicyDir;
   bool policy_json = false;
   auto* check = policy->add_subcommand(
-      "check", "validate the policy files in DIR and print the effective policy with the origin "
-               "of every value");
+      "check",
+      "validate the policy files in DIR and print the effective policy with the origin "
+      "of every value");
   check->add_option("dir", policy_dir, "policy directory (default /etc/corral/policy.d)");
   check->add_flag("--json", policy_json, "print JSON");
   corral::cli::RunOptions run_opts;
   auto* run = app.add_subcommand(
-      "run", "run one task locally through the isolation libraries (no master, no agent): "
-             "policy check, cgroup, sandbox; streams its output and returns its exit code");
+      "run",
+      "run one task locally through the isolation libraries (no master, no agent): "
+      "policy check, cgroup, sandbox; streams its output and returns its exit code");
   std::optional<double> cpus;
   std::string memory, memory_swap, grace = "10s";
   std::optional<uint64_t> pids, cpu_weight;
@@ -123,14 +127,17 @@ int main(int argc, char** argv) {
   run->add_option("-v,--volume", volumes, "HOST:CONTAINER[:rw] bind (read-only unless :rw)");
   run->add_option("--role", run_opts.request.role, "role whose policy applies (default *)");
   run->add_option("-e,--env", run_opts.env, "KEY=value environment variable (repeatable)");
-  run->add_option("--policy-dir", run_opts.policy_dir, "policy directory (default /etc/corral/policy.d)");
-  run->add_option("--rootfs", run_opts.rootfs, "root filesystem directory (default: the host's, read-only)");
+  run->add_option("--policy-dir", run_opts.policy_dir,
+                  "policy directory (default /etc/corral/policy.d)");
+  run->add_option("--rootfs", run_opts.rootfs,
+                  "root filesystem directory (default: the host's, read-only)");
   run->add_option("--hostname", run_opts.hostname, "the task's hostname");
   run->add_option("--network", run_opts.network, "none (loopback only, default) or host")
       ->check(CLI::IsMember({"none", "host"}));
   run->add_option("-w,--workdir", run_opts.workdir, "working directory inside the sandbox");
   run->add_option("--grace", grace, "SIGTERM-to-SIGKILL grace period on Ctrl-C, e.g. 10s");
-  run->add_option("--state-dir", run_opts.state_dir, "where sandboxes are made (default /var/lib/corral/run)");
+  run->add_option("--state-dir", run_opts.state_dir,
+                  "where sandboxes are made (default /var/lib/corral/run)");
   run->add_flag("--keep", run_opts.keep, "keep the sandbox directory afterwards");
   run->add_option("--launcher", run_opts.launcher, "path of corral-launcher");
   run->add_flag("-q,--quiet", run_opts.quiet, "no status lines, only the task's output");
@@ -144,7 +151,8 @@ int main(int argc, char** argv) {
     r.user = user;
     r.capabilities = caps;
     r.seccomp = seccomp;
-    for (auto [text, slot] : {std::pair{&memory, &r.memory}, std::pair{&memory_swap, &r.memory_swap}}) {
+    for (auto [text, slot] :
+         {std::pair{&memory, &r.memory}, std::pair{&memory_swap, &r.memory_swap}}) {
       if (text->empty()) continue;
       auto b = corral::parse_bytes(*text);
       if (!b) {
@@ -166,7 +174,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "corral: --volume %s: expected HOST:CONTAINER[:rw]\n", v.c_str());
         return 64;
       }
-      corral::isolator::Volume vol{v.substr(0, first), v.substr(first + 1, second - first - 1), false};
+      corral::isolator::Volume vol{v.substr(0, first), v.substr(first + 1, second - first - 1),
+                                   false};
       if (second != std::string::npos) {
         std::string mode = v.substr(second + 1);
         if (mode != "rw" && mode != "ro") {

@@ -1,9 +1,9 @@
 // corral-master: the thin master. Today it keeps its identity in SQLite and serves /health,
 // /version, /metrics and the operator API's GET_HEALTH/GET_VERSION; see docs/master.md.
+#include <systemd/sd-daemon.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <systemd/sd-daemon.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -17,14 +17,16 @@ int main(int argc, char** argv) {
   CLI::App app{
       "corral-master: registry, allocator and Mesos v1 compatible APIs of a Corral cluster.\n"
       "Implemented today: durable identity (SQLite), /health, /version, /metrics and the operator\n"
-      "API calls GET_HEALTH and GET_VERSION. Not yet: agent registry, DRF allocator, scheduler API."};
+      "API calls GET_HEALTH and GET_VERSION. Not yet: agent registry, DRF allocator, scheduler "
+      "API."};
   app.set_version_flag("--version", std::string("corral-master ") + kVersion);
   std::string config_path;
   std::string listen, work_dir, log_level;
   app.add_option("-c,--config", config_path,
                  std::string("configuration file (default ") + master::kDefaultMasterConfigPath +
                      " if it exists, else embedded defaults)");
-  app.add_option("--listen", listen, "address to serve the API on, host:port or unix:/path (overrides the file)");
+  app.add_option("--listen", listen,
+                 "address to serve the API on, host:port or unix:/path (overrides the file)");
   app.add_option("--work-dir", work_dir, "directory for durable state (overrides the file)");
   app.add_option("--log-level", log_level, "debug, info, notice, warning or error");
   CLI11_PARSE(app, argc, argv);
@@ -40,16 +42,17 @@ int main(int argc, char** argv) {
     }
     config = *loaded;
   } else {
-    log::info("no configuration file; using embedded defaults",
-              {{"CORRAL_CONFIG", path.string()}});
+    log::info("no configuration file; using embedded defaults", {{"CORRAL_CONFIG", path.string()}});
   }
   if (!listen.empty()) config.listen = listen;
   if (!work_dir.empty()) config.work_dir = work_dir;
   if (!log_level.empty()) config.log_level = log_level;
   log::Level level;
   if (!log::parse_level(config.log_level, &level)) {
-    std::fprintf(stderr, "corral-master: --log-level '%s' is not one of debug, info, notice, warning, error\n",
-                 config.log_level.c_str());
+    std::fprintf(
+        stderr,
+        "corral-master: --log-level '%s' is not one of debug, info, notice, warning, error\n",
+        config.log_level.c_str());
     return 64;
   }
   log::set_level(level);

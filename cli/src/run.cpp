@@ -36,21 +36,24 @@ int fail(const std::string& message) {
 
 Result<std::string> find_launcher(const std::string& configured) {
   if (!configured.empty()) return configured;
-  if (const char* env = std::getenv("CORRAL_LAUNCHER"); env != nullptr && *env != '\0') return std::string(env);
+  if (const char* env = std::getenv("CORRAL_LAUNCHER"); env != nullptr && *env != '\0')
+    return std::string(env);
   std::error_code ec;
   fs::path self = fs::read_symlink("/proc/self/exe", ec);
   std::vector<fs::path> candidates;
   if (!ec) {
-    candidates.push_back(self.parent_path() / "corral-launcher");               // installed side by side
-    candidates.push_back(self.parent_path().parent_path() / "launcher" / "corral-launcher");  // build tree
+    candidates.push_back(self.parent_path() / "corral-launcher");  // installed side by side
+    candidates.push_back(self.parent_path().parent_path() / "launcher" /
+                         "corral-launcher");  // build tree
   }
   candidates.push_back("/usr/sbin/corral-launcher");
   candidates.push_back("/usr/lib/corral/corral-launcher");
   for (const auto& c : candidates) {
     if (::access(c.c_str(), X_OK) == 0) return c.string();
   }
-  return Error(ENOENT, "cannot find corral-launcher (looked beside corral, in the build tree, "
-                       "/usr/sbin and /usr/lib/corral); pass --launcher or set CORRAL_LAUNCHER");
+  return Error(ENOENT,
+               "cannot find corral-launcher (looked beside corral, in the build tree, "
+               "/usr/sbin and /usr/lib/corral); pass --launcher or set CORRAL_LAUNCHER");
 }
 
 struct Identity {
@@ -70,7 +73,8 @@ Result<Identity> resolve_user(const std::string& user) {
     getpwuid_r(id.uid, &pw, buf, sizeof buf, &found);
   } else {
     getpwnam_r(user.c_str(), &pw, buf, sizeof buf, &found);
-    if (found == nullptr) return Error(ENOENT, "user \"" + user + "\" does not exist on this machine");
+    if (found == nullptr)
+      return Error(ENOENT, "user \"" + user + "\" does not exist on this machine");
     id.uid = found->pw_uid;
   }
   if (found != nullptr) {
@@ -80,7 +84,8 @@ Result<Identity> resolve_user(const std::string& user) {
     std::vector<gid_t> groups(static_cast<size_t>(n));
     if (getgrouplist(found->pw_name, found->pw_gid, groups.data(), &n) >= 0) {
       for (int i = 0; i < n; ++i) {
-        if (groups[static_cast<size_t>(i)] != found->pw_gid) id.groups.push_back(groups[static_cast<size_t>(i)]);
+        if (groups[static_cast<size_t>(i)] != found->pw_gid)
+          id.groups.push_back(groups[static_cast<size_t>(i)]);
       }
     }
   } else {
@@ -164,11 +169,13 @@ std::string describe_limits(const isolator::ResourceLimits& l) {
 }  // namespace
 
 int run_task(const RunOptions& o) {
-  if (o.argv.empty()) return fail("no command given; usage: corral run [options] -- COMMAND [ARGS...]");
+  if (o.argv.empty())
+    return fail("no command given; usage: corral run [options] -- COMMAND [ARGS...]");
 
   // 1. Policy: defaults, maxima, allow-lists. A refusal names the rule and its file.
   auto policy = isolator::load_policy_dir(o.policy_dir);
-  if (!policy) return fail("the policy in " + o.policy_dir + " is invalid:\n" + policy.error().message());
+  if (!policy)
+    return fail("the policy in " + o.policy_dir + " is invalid:\n" + policy.error().message());
   auto decision = isolator::decide(*policy, o.request);
   if (!decision) return fail("task refused: " + decision.error().message());
 
@@ -178,13 +185,14 @@ int run_task(const RunOptions& o) {
   const std::string run_id = new_run_id();
   auto host = isolator::probe_cgroup_host();
   Result<void> usable = host ? Result<void>() : Result<void>(host.error());
-  isolator::CgroupBackend backend =
-      host && host->systemd_pid1 ? isolator::CgroupBackend::kSystemd : isolator::CgroupBackend::kCgroupfs;
+  isolator::CgroupBackend backend = host && host->systemd_pid1 ? isolator::CgroupBackend::kSystemd
+                                                               : isolator::CgroupBackend::kCgroupfs;
   if (usable.ok()) usable = isolator::check_cgroup_host(*host, backend);
   if (usable.ok()) {
     Result<std::unique_ptr<isolator::CgroupManager>> m =
         backend == isolator::CgroupBackend::kSystemd
-            ? isolator::open_systemd_manager(isolator::SystemdOptions{"corral.slice", "corral-run.scope"})
+            ? isolator::open_systemd_manager(
+                  isolator::SystemdOptions{"corral.slice", "corral-run.scope"})
             : isolator::open_cgroupfs_manager();
     if (m) {
       manager = std::move(*m);
@@ -196,12 +204,14 @@ int run_task(const RunOptions& o) {
     if (policy->require_cgroup_v2.value) {
       return fail("cannot isolate resources on this host:\n" + usable.error().message() +
                   "\nTo run WITHOUT resource limits anyway, set [cgroups] require_v2 = false in a "
-                  "policy file (currently " + policy->require_cgroup_v2.origin + ").");
+                  "policy file (currently " +
+                  policy->require_cgroup_v2.origin + ").");
     }
-    std::fprintf(stderr,
-                 "corral: WARNING: resource limits are NOT enforced for this task (cgroups.require_v2 = "
-                 "false, %s): %s\n",
-                 policy->require_cgroup_v2.origin.c_str(), usable.error().message().c_str());
+    std::fprintf(
+        stderr,
+        "corral: WARNING: resource limits are NOT enforced for this task (cgroups.require_v2 = "
+        "false, %s): %s\n",
+        policy->require_cgroup_v2.origin.c_str(), usable.error().message().c_str());
   } else {
     auto c = manager->create(run_id, decision->limits);
     if (!c) return fail("creating the task's cgroup: " + c.error().message());
@@ -231,7 +241,8 @@ int run_task(const RunOptions& o) {
   isolator::SandboxSpec spec;
   spec.argv = o.argv;
   spec.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-              "HOME=" + std::string(identity->uid == 0 ? "/root" : "/"), "CORRAL_TASK_ID=" + run_id};
+              "HOME=" + std::string(identity->uid == 0 ? "/root" : "/"),
+              "CORRAL_TASK_ID=" + run_id};
   for (const auto& e : o.env) spec.env.push_back(e);
   spec.hostname = o.hostname;
   spec.namespaces.net = o.network != "host";
@@ -242,7 +253,8 @@ int run_task(const RunOptions& o) {
   }
   spec.sandbox_dir = (run_dir / "sandbox").string();
   spec.cwd = o.workdir.empty() ? spec.sandbox_mount : o.workdir;
-  for (const auto& v : decision->volumes) spec.volumes.push_back({v.host_path, v.container_path, !v.writable});
+  for (const auto& v : decision->volumes)
+    spec.volumes.push_back({v.host_path, v.container_path, !v.writable});
   spec.uid = identity->uid;
   spec.gid = identity->gid;
   spec.supplementary_gids = identity->groups;
@@ -331,11 +343,13 @@ int run_task(const RunOptions& o) {
   } else if (exit_status->state == launcher::ExitStatus::State::signaled) {
     code = 128 + exit_status->signal;
     if (oom) {
-      std::fprintf(stderr, "corral: task %s was killed: out of memory (memory limit %s; "
-                           "REASON_CONTAINER_LIMITATION_MEMORY)\n",
-                   run_id.c_str(), decision->limits.memory_max
-                                       ? isolator::format_bytes(*decision->limits.memory_max).c_str()
-                                       : "none");
+      std::fprintf(stderr,
+                   "corral: task %s was killed: out of memory (memory limit %s; "
+                   "REASON_CONTAINER_LIMITATION_MEMORY)\n",
+                   run_id.c_str(),
+                   decision->limits.memory_max
+                       ? isolator::format_bytes(*decision->limits.memory_max).c_str()
+                       : "none");
     } else {
       say(o, "task " + run_id + " was killed by " + exit_status->signal_name +
                  (exit_status->killed_after_grace ? " after its grace period" : ""));
@@ -343,8 +357,9 @@ int run_task(const RunOptions& o) {
   } else {
     code = exit_status->code;
     if (oom) {
-      std::fprintf(stderr, "corral: task %s hit its memory limit: the kernel OOM-killed a process "
-                           "in it (REASON_CONTAINER_LIMITATION_MEMORY); it exited with %d\n",
+      std::fprintf(stderr,
+                   "corral: task %s hit its memory limit: the kernel OOM-killed a process "
+                   "in it (REASON_CONTAINER_LIMITATION_MEMORY); it exited with %d\n",
                    run_id.c_str(), code);
     } else if (code != 0) {
       say(o, "task " + run_id + " exited with " + std::to_string(code));

@@ -1,12 +1,12 @@
 #include "corral/common/config.hpp"
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "corral/common/fd.hpp"
 
@@ -15,7 +15,7 @@ namespace corral {
 struct ConfigState {
   std::string name;
   toml::table doc;
-  std::set<const toml::node*> read;  // nodes some reader asked for
+  std::set<const toml::node*> read;                           // nodes some reader asked for
   std::map<const toml::table*, std::set<std::string>> asked;  // key names asked for, per table
   struct Problem {
     uint32_t line;
@@ -39,16 +39,26 @@ namespace {
 
 const char* type_name(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a floating-point number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-    default: return "nothing";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a floating-point number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    default:
+      return "nothing";
   }
 }
 
@@ -58,7 +68,8 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
     }
     std::swap(prev, cur);
   }
@@ -105,9 +116,9 @@ void ConfigTable::fail(std::string_view key, std::string_view message) {
   state_->add(node, state_->where(node) + ": key '" + full_key(key) + "': " + std::string(message));
 }
 
-#define CORRAL_WRONG_TYPE(node, key, expected)                                                  \
-  state_->add(node, state_->where(node) + ": key '" + full_key(key) + "': expected " expected \
-                        ", got " + type_name(*node))
+#define CORRAL_WRONG_TYPE(node, key, expected)                        \
+  state_->add(node, state_->where(node) + ": key '" + full_key(key) + \
+                        "': expected " expected ", got " + type_name(*node))
 
 bool ConfigTable::get(std::string_view key, bool* out) {
   const auto* node = static_cast<const toml::node*>(lookup(key));
@@ -298,8 +309,7 @@ std::vector<ConfigTable> ConfigTable::tables(std::string_view key) {
 Result<ConfigFile> ConfigFile::load(const std::filesystem::path& path) {
   auto text = read_file(path, 1 << 20);
   if (!text) {
-    return Error(text.error().code(), "cannot read configuration file " +
-                                          text.error().message() +
+    return Error(text.error().code(), "cannot read configuration file " + text.error().message() +
                                           " (check the path and its permissions)");
   }
   return parse(*text, path.string());
@@ -313,8 +323,8 @@ Result<ConfigFile> ConfigFile::parse(std::string_view text, std::string name) {
   } catch (const toml::parse_error& e) {
     const auto& src = e.source();
     return Error(EINVAL, state->name + ":" + std::to_string(src.begin.line) + ":" +
-                             std::to_string(src.begin.column) + ": TOML syntax error: " +
-                             std::string(e.description()));
+                             std::to_string(src.begin.column) +
+                             ": TOML syntax error: " + std::string(e.description()));
   }
   return ConfigFile(std::move(state));
 }
@@ -331,7 +341,8 @@ Result<void> ConfigFile::finish() {
       [&](const toml::table& t, const std::string& prefix) {
         const std::set<std::string>& known = state_->asked[&t];
         for (const auto& [k, v] : t) {
-          std::string full = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+          std::string full =
+              prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
           if (!state_->read.count(&v)) {
             std::string text = state_->where(&v) + ": unknown key '" + full + "'";
             std::string best;
@@ -340,8 +351,10 @@ Result<void> ConfigFile::finish() {
               size_t d = edit_distance(k.str(), cand);
               if (d < best_d) best_d = d, best = cand;
             }
-            if (!best.empty()) text += " (did you mean '" + best + "'?)";
-            else text += " (remove it, or check the documentation for the valid keys)";
+            if (!best.empty())
+              text += " (did you mean '" + best + "'?)";
+            else
+              text += " (remove it, or check the documentation for the valid keys)";
             problems.push_back({v.source().begin.line, text});
             continue;
           }
@@ -374,7 +387,8 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
                              "\"30s\", \"5m\", \"2h\" or \"1d\"");
   };
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   if (i == 0 || i == text.size()) return bad();
   double number = 0;
   try {
@@ -386,12 +400,18 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
   }
   std::string_view unit = text.substr(i);
   double ms;
-  if (unit == "ms") ms = number;
-  else if (unit == "s") ms = number * 1e3;
-  else if (unit == "m" || unit == "min") ms = number * 60e3;
-  else if (unit == "h") ms = number * 3600e3;
-  else if (unit == "d") ms = number * 86400e3;
-  else return bad();
+  if (unit == "ms")
+    ms = number;
+  else if (unit == "s")
+    ms = number * 1e3;
+  else if (unit == "m" || unit == "min")
+    ms = number * 60e3;
+  else if (unit == "h")
+    ms = number * 3600e3;
+  else if (unit == "d")
+    ms = number * 86400e3;
+  else
+    return bad();
   if (ms > 1e15) return Error(EINVAL, "\"" + std::string(text) + "\" is too long a duration");
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
 }
@@ -403,7 +423,8 @@ Result<uint64_t> parse_bytes(std::string_view text) {
                              "\"4096\", \"512KiB\", \"64MiB\", \"2GiB\" or \"1.5G\"");
   };
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   if (i == 0) return bad();
   double number = 0;
   try {
@@ -415,12 +436,20 @@ Result<uint64_t> parse_bytes(std::string_view text) {
   }
   std::string_view unit = text.substr(i);
   if (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
-  static const std::pair<std::string_view, double> kUnits[] = {
-      {"", 1},           {"B", 1},
-      {"K", 1e3},        {"KB", 1e3},        {"KiB", 1024.0},
-      {"M", 1e6},        {"MB", 1e6},        {"MiB", 1048576.0},
-      {"G", 1e9},        {"GB", 1e9},        {"GiB", 1073741824.0},
-      {"T", 1e12},       {"TB", 1e12},       {"TiB", 1099511627776.0}};
+  static const std::pair<std::string_view, double> kUnits[] = {{"", 1},
+                                                               {"B", 1},
+                                                               {"K", 1e3},
+                                                               {"KB", 1e3},
+                                                               {"KiB", 1024.0},
+                                                               {"M", 1e6},
+                                                               {"MB", 1e6},
+                                                               {"MiB", 1048576.0},
+                                                               {"G", 1e9},
+                                                               {"GB", 1e9},
+                                                               {"GiB", 1073741824.0},
+                                                               {"T", 1e12},
+                                                               {"TB", 1e12},
+                                                               {"TiB", 1099511627776.0}};
   for (const auto& [name, factor] : kUnits) {
     if (unit == name) {
       double bytes = number * factor;

@@ -86,8 +86,9 @@ TEST(Config, WrongTypeNamesFileLineKeyAndBothTypes) {
 TEST(Config, BadValueNamesFileLineAndKey) {
   auto cfg = read_text("port = 70000\n");
   ASSERT_FALSE(cfg.ok());
-  EXPECT_EQ(cfg.error().message(),
-            "/etc/corral/agent.toml:1: key 'port': value 70000 is out of range; allowed: 1 to 65535");
+  EXPECT_EQ(
+      cfg.error().message(),
+      "/etc/corral/agent.toml:1: key 'port': value 70000 is out of range; allowed: 1 to 65535");
   auto dur = read_text("\ntimeout = \"soon\"\n");
   ASSERT_FALSE(dur.ok());
   EXPECT_NE(dur.error().message().find("agent.toml:2: key 'timeout': \"soon\" is not a duration"),
@@ -112,7 +113,8 @@ TEST(Config, ReportsEveryProblemInLineOrder) {
 TEST(Config, SyntaxErrorNamesFileLineAndColumn) {
   auto file = ConfigFile::parse("port = 1\nwork_dir = \"unterminated\n", "/etc/corral/agent.toml");
   ASSERT_FALSE(file.ok());
-  EXPECT_EQ(file.error().message().rfind("/etc/corral/agent.toml:2:", 0), 0u) << file.error().message();
+  EXPECT_EQ(file.error().message().rfind("/etc/corral/agent.toml:2:", 0), 0u)
+      << file.error().message();
   EXPECT_NE(file.error().message().find("TOML syntax error"), std::string::npos);
 }
 

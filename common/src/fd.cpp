@@ -138,7 +138,8 @@ Result<void> write_file_atomic(const std::filesystem::path& path, std::string_vi
   }
   if (::fsync(fd.get()) != 0) return fail("fsync " + tmp);
   fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename " + tmp + " to " + path.string());
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    return fail("rename " + tmp + " to " + path.string());
   UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dirfd) ::fsync(dirfd.get());
   return {};

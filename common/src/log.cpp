@@ -21,11 +21,16 @@ std::string g_identifier = "corral";
 
 const char* level_name(Level level) {
   switch (level) {
-    case Level::error: return "ERROR";
-    case Level::warning: return "WARN";
-    case Level::notice: return "NOTICE";
-    case Level::info: return "INFO";
-    case Level::debug: return "DEBUG";
+    case Level::error:
+      return "ERROR";
+    case Level::warning:
+      return "WARN";
+    case Level::notice:
+      return "NOTICE";
+    case Level::info:
+      return "INFO";
+    case Level::debug:
+      return "DEBUG";
   }
   return "?";
 }
@@ -106,7 +111,10 @@ void write_stderr(const Record& record, const std::string& identifier) {
       line += '"';
       for (char c : f.value) {
         if (c == '"' || c == '\\') line += '\\';
-        if (c == '\n') { line += "\\n"; continue; }
+        if (c == '\n') {
+          line += "\\n";
+          continue;
+        }
         line += c;
       }
       line += '"';
@@ -124,10 +132,13 @@ void set_level(Level level) { g_level.store(level); }
 Level level() { return g_level.load(); }
 
 bool parse_level(std::string_view text, Level* out) {
-  struct Named { std::string_view name; Level level; };
-  static constexpr Named kNames[] = {{"debug", Level::debug},     {"info", Level::info},
-                                     {"notice", Level::notice},   {"warning", Level::warning},
-                                     {"warn", Level::warning},    {"error", Level::error}};
+  struct Named {
+    std::string_view name;
+    Level level;
+  };
+  static constexpr Named kNames[] = {{"debug", Level::debug},   {"info", Level::info},
+                                     {"notice", Level::notice}, {"warning", Level::warning},
+                                     {"warn", Level::warning},  {"error", Level::error}};
   for (const auto& n : kNames) {
     if (n.name == text) {
       *out = n.level;

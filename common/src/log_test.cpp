@@ -32,7 +32,8 @@ TEST(Log, StderrLineCarriesLevelMessageAndQuotedFields) {
   log::set_identifier("corral-test");
   log::warning("disk almost full", {{"CORRAL_AGENT_ID", "a 1"}});
   std::string out = testing::internal::GetCapturedStderr();
-  EXPECT_NE(out.find("corral-test WARN disk almost full CORRAL_AGENT_ID=\"a 1\"\n"), std::string::npos)
+  EXPECT_NE(out.find("corral-test WARN disk almost full CORRAL_AGENT_ID=\"a 1\"\n"),
+            std::string::npos)
       << out;
 }
 

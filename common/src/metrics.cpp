@@ -33,9 +33,12 @@ std::string format_number(double v) {
 std::string escape_help(const std::string& v) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -69,10 +72,14 @@ void atomic_add(std::atomic<double>& a, double by) {
 std::string escape_label_value(const std::string& v) {
   std::string out;
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -117,7 +124,8 @@ MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, const 
   }
   for (const auto& [k, v] : labels) {
     if (!valid_label_name(k) || k == "le") {
-      std::fprintf(stderr, "corral: invalid label name '%s' on metric '%s'\n", k.c_str(), name.c_str());
+      std::fprintf(stderr, "corral: invalid label name '%s' on metric '%s'\n", k.c_str(),
+                   name.c_str());
       std::abort();
     }
   }
@@ -132,14 +140,16 @@ MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, const 
   return it->second;
 }
 
-Counter& MetricsRegistry::counter(const std::string& name, const std::string& help, const Labels& labels) {
+Counter& MetricsRegistry::counter(const std::string& name, const std::string& help,
+                                  const Labels& labels) {
   std::lock_guard lock(mu_);
   auto& slot = family(name, help, Kind::counter, labels).counters[labels];
   if (!slot) slot = std::make_unique<Counter>();
   return *slot;
 }
 
-Gauge& MetricsRegistry::gauge(const std::string& name, const std::string& help, const Labels& labels) {
+Gauge& MetricsRegistry::gauge(const std::string& name, const std::string& help,
+                              const Labels& labels) {
   std::lock_guard lock(mu_);
   auto& slot = family(name, help, Kind::gauge, labels).gauges[labels];
   if (!slot) slot = std::make_unique<Gauge>();

@@ -11,11 +11,13 @@ SqliteStatement& SqliteStatement::bind(int index, int64_t value) {
   return *this;
 }
 SqliteStatement& SqliteStatement::bind(int index, std::string_view text) {
-  sqlite3_bind_text(stmt_.get(), index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_text(stmt_.get(), index, text.data(), static_cast<int>(text.size()),
+                    SQLITE_TRANSIENT);
   return *this;
 }
 SqliteStatement& SqliteStatement::bind_blob(int index, std::string_view bytes) {
-  sqlite3_bind_blob(stmt_.get(), index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_blob(stmt_.get(), index, bytes.data(), static_cast<int>(bytes.size()),
+                    SQLITE_TRANSIENT);
   return *this;
 }
 SqliteStatement& SqliteStatement::bind_null(int index) {
@@ -27,8 +29,8 @@ Result<bool> SqliteStatement::step() {
   int rc = sqlite3_step(stmt_.get());
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return Error(EIO, std::string("sqlite: ") + sqlite3_errmsg(db_) + " (in: " +
-                        sqlite3_sql(stmt_.get()) + ")");
+  return Error(EIO, std::string("sqlite: ") + sqlite3_errmsg(db_) +
+                        " (in: " + sqlite3_sql(stmt_.get()) + ")");
 }
 
 Result<void> SqliteStatement::run() {
@@ -44,7 +46,9 @@ Result<void> SqliteStatement::reset() {
   return {};
 }
 
-int64_t SqliteStatement::column_int(int col) const { return sqlite3_column_int64(stmt_.get(), col); }
+int64_t SqliteStatement::column_int(int col) const {
+  return sqlite3_column_int64(stmt_.get(), col);
+}
 std::string SqliteStatement::column_text(int col) const {
   const auto* p = sqlite3_column_text(stmt_.get(), col);
   int n = sqlite3_column_bytes(stmt_.get(), col);
@@ -69,8 +73,9 @@ Error SqliteDb::error(std::string_view what) const {
 Result<SqliteDb> SqliteDb::open(const std::filesystem::path& path,
                                 const std::vector<Migration>& migrations, Options options) {
   sqlite3* raw = nullptr;
-  int flags = SQLITE_OPEN_FULLMUTEX |
-              (options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  int flags =
+      SQLITE_OPEN_FULLMUTEX |
+      (options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   std::unique_ptr<sqlite3, Closer> db(raw);
   if (rc != SQLITE_OK) {
@@ -91,8 +96,7 @@ Result<SqliteDb> SqliteDb::open(const std::filesystem::path& path,
   if (!v) return std::move(v).error();
   auto row = v->step();
   if (!row) {
-    return Error(EIO, path.string() + " is not a usable SQLite database: " +
-                          row.error().message() +
+    return Error(EIO, path.string() + " is not a usable SQLite database: " + row.error().message() +
                           " (move the file away to start with empty state, or restore a backup)");
   }
   CORRAL_TRY(self.migrate(migrations));
@@ -154,7 +158,8 @@ Result<void> SqliteDb::migrate(const std::vector<Migration>& migrations) {
     if (m.version <= current) continue;
     CORRAL_TRY(transaction([&]() -> Result<void> {
       auto r = exec(m.sql);
-      if (!r.ok()) return r.error().context("migrating to schema version " + std::to_string(m.version));
+      if (!r.ok())
+        return r.error().context("migrating to schema version " + std::to_string(m.version));
       return exec("PRAGMA user_version=" + std::to_string(m.version));
     }));
   }
@@ -163,22 +168,26 @@ Result<void> SqliteDb::migrate(const std::vector<Migration>& migrations) {
 
 // ---------------------------------------------------------------- key/value state store
 
-Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::open(const std::filesystem::path& path) {
+Result<std::unique_ptr<SqliteStateStore>> SqliteStateStore::open(
+    const std::filesystem::path& path) {
   static const std::vector<Migration> kMigrations = {
-      {1, "CREATE TABLE kv (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
-          " PRIMARY KEY (ns, key)) WITHOUT ROWID"},
+      {1,
+       "CREATE TABLE kv (ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
+       " PRIMARY KEY (ns, key)) WITHOUT ROWID"},
   };
   CORRAL_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::open(path, kMigrations));
   return std::unique_ptr<SqliteStateStore>(new SqliteStateStore(std::move(db)));
 }
 
-Result<void> SqliteStateStore::put(std::string_view ns, std::string_view key, std::string_view value) {
+Result<void> SqliteStateStore::put(std::string_view ns, std::string_view key,
+                                   std::string_view value) {
   CORRAL_ASSIGN_OR_RETURN(auto st, db_.prepare("INSERT INTO kv (ns, key, value) VALUES (?1, ?2, ?3)"
                                                " ON CONFLICT (ns, key) DO UPDATE SET value = ?3"));
   return st.bind(1, ns).bind(2, key).bind_blob(3, value).run();
 }
 
-Result<std::optional<std::string>> SqliteStateStore::get(std::string_view ns, std::string_view key) {
+Result<std::optional<std::string>> SqliteStateStore::get(std::string_view ns,
+                                                         std::string_view key) {
   CORRAL_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT value FROM kv WHERE ns = ?1 AND key = ?2"));
   st.bind(1, ns).bind(2, key);
   CORRAL_ASSIGN_OR_RETURN(bool row, st.step());
@@ -191,8 +200,10 @@ Result<void> SqliteStateStore::erase(std::string_view ns, std::string_view key) 
   return st.bind(1, ns).bind(2, key).run();
 }
 
-Result<std::vector<std::pair<std::string, std::string>>> SqliteStateStore::list(std::string_view ns) {
-  CORRAL_ASSIGN_OR_RETURN(auto st, db_.prepare("SELECT key, value FROM kv WHERE ns = ?1 ORDER BY key"));
+Result<std::vector<std::pair<std::string, std::string>>> SqliteStateStore::list(
+    std::string_view ns) {
+  CORRAL_ASSIGN_OR_RETURN(auto st,
+                          db_.prepare("SELECT key, value FROM kv WHERE ns = ?1 ORDER BY key"));
   st.bind(1, ns);
   std::vector<std::pair<std::string, std::string>> out;
   for (;;) {

@@ -62,10 +62,10 @@ nlohmann::json to_json(const ResourceLimits& l) {
 
 Result<ResourceLimits> limits_from_json(const nlohmann::json& j) {
   if (!j.is_object()) return Error(EINVAL, "limits: expected a JSON object");
-  static const char* kKnown[] = {"cpus",        "cpu_period_us", "cpu_weight",      "cpuset_cpus",
-                                 "cpuset_mems", "memory_max",    "memory_high",     "memory_swap_max",
-                                 "memory_oom_group", "pids_max", "io_weight",       "io_max",
-                                 "hugetlb"};
+  static const char* kKnown[] = {
+      "cpus",       "cpu_period_us", "cpu_weight",      "cpuset_cpus",      "cpuset_mems",
+      "memory_max", "memory_high",   "memory_swap_max", "memory_oom_group", "pids_max",
+      "io_weight",  "io_max",        "hugetlb"};
   for (const auto& [k, v] : j.items()) {
     bool known = false;
     for (const char* n : kKnown) known |= (k == n);
@@ -97,7 +97,8 @@ Result<ResourceLimits> limits_from_json(const nlohmann::json& j) {
   CORRAL_TRY(read_uint(j, "memory_high", 4096, kMaxBytes, &l.memory_high));
   CORRAL_TRY(read_uint(j, "memory_swap_max", 0, kMaxBytes, &l.memory_swap_max));
   if (j.contains("memory_oom_group")) {
-    if (!j["memory_oom_group"].is_boolean()) return bad("memory_oom_group", "expected true or false");
+    if (!j["memory_oom_group"].is_boolean())
+      return bad("memory_oom_group", "expected true or false");
     l.memory_oom_group = j["memory_oom_group"].get<bool>();
   }
   CORRAL_TRY(read_uint(j, "pids_max", 1, 4194304, &l.pids_max));

@@ -25,18 +25,23 @@ void set_rule(std::optional<Rule<T>>* slot, T value, std::string origin) {
 void read_limits(ConfigTable t, LimitRules* out) {
   double cpus = 0;
   if (t.get("cpus", &cpus)) {
-    if (cpus < 0.001 || cpus > 4096) t.fail("cpus", "must be between 0.001 and 4096 CPUs");
-    else set_rule(&out->cpus, cpus, t.location("cpus"));
+    if (cpus < 0.001 || cpus > 4096)
+      t.fail("cpus", "must be between 0.001 and 4096 CPUs");
+    else
+      set_rule(&out->cpus, cpus, t.location("cpus"));
   }
   auto bytes = [&](const char* key, std::optional<Rule<uint64_t>>* slot, uint64_t min) {
     uint64_t v = 0;
     if (!t.get_bytes(key, &v)) return;
-    if (v < min) t.fail(key, "must be at least " + format_bytes(min));
-    else set_rule(slot, v, t.location(key));
+    if (v < min)
+      t.fail(key, "must be at least " + format_bytes(min));
+    else
+      set_rule(slot, v, t.location(key));
   };
   bytes("memory", &out->memory, 4096);
   bytes("memory_swap", &out->memory_swap, 0);
-  auto integer = [&](const char* key, std::optional<Rule<uint64_t>>* slot, int64_t min, int64_t max) {
+  auto integer = [&](const char* key, std::optional<Rule<uint64_t>>* slot, int64_t min,
+                     int64_t max) {
     int64_t v = 0;
     if (t.get_int(key, &v, min, max)) set_rule(slot, static_cast<uint64_t>(v), t.location(key));
   };
@@ -79,20 +84,23 @@ void read_section(ConfigTable t, PolicySection* s) {
   std::string seccomp;
   if (sec.get("seccomp", &seccomp)) {
     if (seccomp != "default" && seccomp != "unconfined" && (seccomp.empty() || seccomp[0] != '/')) {
-      sec.fail("seccomp", "must be \"default\", \"unconfined\" or an absolute path to an "
-                          "OCI/Docker seccomp JSON profile");
+      sec.fail("seccomp",
+               "must be \"default\", \"unconfined\" or an absolute path to an "
+               "OCI/Docker seccomp JSON profile");
     } else {
       set_rule(&s->seccomp, seccomp, sec.location("seccomp"));
     }
   }
   bool b = false;
-  if (sec.get("allow_unconfined", &b)) set_rule(&s->allow_unconfined, b, sec.location("allow_unconfined"));
+  if (sec.get("allow_unconfined", &b))
+    set_rule(&s->allow_unconfined, b, sec.location("allow_unconfined"));
   std::vector<std::string> users;
   if (sec.get("users", &users)) {
     bool ok = true;
     for (const auto& u : users) {
       if (!valid_user_entry(u)) {
-        sec.fail("users", "\"" + u + "\" is neither a user name nor a uid or uid range like \"1000-1999\"");
+        sec.fail("users",
+                 "\"" + u + "\" is neither a user name nor a uid or uid range like \"1000-1999\"");
         ok = false;
       }
     }
@@ -121,7 +129,8 @@ void read_section(ConfigTable t, PolicySection* s) {
     }
     if (ok) set_rule(&s->volume_paths, paths, vol.location("allowed_host_paths"));
   }
-  if (vol.get("allow_writable", &b)) set_rule(&s->allow_writable_volumes, b, vol.location("allow_writable"));
+  if (vol.get("allow_writable", &b))
+    set_rule(&s->allow_writable_volumes, b, vol.location("allow_writable"));
 }
 
 Result<void> read_file_into(Policy* policy, ConfigFile file) {
@@ -143,7 +152,8 @@ Result<void> read_file_into(Policy* policy, ConfigFile file) {
   static const std::regex kRole("^[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)*$");
   for (const std::string& name : roles.keys()) {
     if (!std::regex_match(name, kRole)) {
-      roles.fail(name, "is not a valid role name (letters, digits, '_', '.', '-', '/' between parts)");
+      roles.fail(name,
+                 "is not a valid role name (letters, digits, '_', '.', '-', '/' between parts)");
       continue;
     }
     read_section(roles.table(name), &policy->roles[name]);
@@ -183,7 +193,8 @@ void overlay(PolicySection* b, const PolicySection& o) {
 void overlay(Policy* b, const Policy& o) {
   overlay(&b->base, o.base);
   for (const auto& [name, sec] : o.roles) overlay(&b->roles[name], sec);
-  b->require_cgroup_v2 = o.require_cgroup_v2.origin == kBuiltin ? b->require_cgroup_v2 : o.require_cgroup_v2;
+  b->require_cgroup_v2 =
+      o.require_cgroup_v2.origin == kBuiltin ? b->require_cgroup_v2 : o.require_cgroup_v2;
   b->userns_enabled = o.userns_enabled.origin == kBuiltin ? b->userns_enabled : o.userns_enabled;
   b->userns_start = o.userns_start.origin == kBuiltin ? b->userns_start : o.userns_start;
   b->userns_count = o.userns_count.origin == kBuiltin ? b->userns_count : o.userns_count;
@@ -244,8 +255,9 @@ bool user_allowed(const std::string& user, const std::vector<std::string>& allow
 
 bool path_under(const std::string& path, const std::string& prefix) {
   if (prefix == "/") return true;
-  return path == prefix || (path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 &&
-                            path[prefix.size()] == '/');
+  return path == prefix ||
+         (path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 &&
+          path[prefix.size()] == '/');
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -260,25 +272,55 @@ std::string join(const std::vector<std::string>& v) {
 
 const std::vector<std::string>& docker_default_capabilities() {
   static const std::vector<std::string> kCaps = {
-      "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",     "CAP_FOWNER",          "CAP_MKNOD",
-      "CAP_NET_RAW", "CAP_SETGID",      "CAP_SETUID",     "CAP_SETFCAP",         "CAP_SETPCAP",
-      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"};
+      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+      "CAP_KILL",    "CAP_AUDIT_WRITE"};
   return kCaps;
 }
 
 const std::vector<std::string>& known_capabilities() {
-  static const std::vector<std::string> kCaps = {
-      "CAP_CHOWN",          "CAP_DAC_OVERRIDE",  "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-      "CAP_FSETID",         "CAP_KILL",          "CAP_SETGID",          "CAP_SETUID",
-      "CAP_SETPCAP",        "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-      "CAP_NET_ADMIN",      "CAP_NET_RAW",       "CAP_IPC_LOCK",        "CAP_IPC_OWNER",
-      "CAP_SYS_MODULE",     "CAP_SYS_RAWIO",     "CAP_SYS_CHROOT",      "CAP_SYS_PTRACE",
-      "CAP_SYS_PACCT",      "CAP_SYS_ADMIN",     "CAP_SYS_BOOT",        "CAP_SYS_NICE",
-      "CAP_SYS_RESOURCE",   "CAP_SYS_TIME",      "CAP_SYS_TTY_CONFIG",  "CAP_MKNOD",
-      "CAP_LEASE",          "CAP_AUDIT_WRITE",   "CAP_AUDIT_CONTROL",   "CAP_SETFCAP",
-      "CAP_MAC_OVERRIDE",   "CAP_MAC_ADMIN",     "CAP_SYSLOG",          "CAP_WAKE_ALARM",
-      "CAP_BLOCK_SUSPEND",  "CAP_AUDIT_READ",    "CAP_PERFMON",         "CAP_BPF",
-      "CAP_CHECKPOINT_RESTORE"};
+  static const std::vector<std::string> kCaps = {"CAP_CHOWN",
+                                                 "CAP_DAC_OVERRIDE",
+                                                 "CAP_DAC_READ_SEARCH",
+                                                 "CAP_FOWNER",
+                                                 "CAP_FSETID",
+                                                 "CAP_KILL",
+                                                 "CAP_SETGID",
+                                                 "CAP_SETUID",
+                                                 "CAP_SETPCAP",
+                                                 "CAP_LINUX_IMMUTABLE",
+                                                 "CAP_NET_BIND_SERVICE",
+                                                 "CAP_NET_BROADCAST",
+                                                 "CAP_NET_ADMIN",
+                                                 "CAP_NET_RAW",
+                                                 "CAP_IPC_LOCK",
+                                                 "CAP_IPC_OWNER",
+                                                 "CAP_SYS_MODULE",
+                                                 "CAP_SYS_RAWIO",
+                                                 "CAP_SYS_CHROOT",
+                                                 "CAP_SYS_PTRACE",
+                                                 "CAP_SYS_PACCT",
+                                                 "CAP_SYS_ADMIN",
+                                                 "CAP_SYS_BOOT",
+                                                 "CAP_SYS_NICE",
+                                                 "CAP_SYS_RESOURCE",
+                                                 "CAP_SYS_TIME",
+                                                 "CAP_SYS_TTY_CONFIG",
+                                                 "CAP_MKNOD",
+                                                 "CAP_LEASE",
+                                                 "CAP_AUDIT_WRITE",
+                                                 "CAP_AUDIT_CONTROL",
+                                                 "CAP_SETFCAP",
+                                                 "CAP_MAC_OVERRIDE",
+                                                 "CAP_MAC_ADMIN",
+                                                 "CAP_SYSLOG",
+                                                 "CAP_WAKE_ALARM",
+                                                 "CAP_BLOCK_SUSPEND",
+                                                 "CAP_AUDIT_READ",
+                                                 "CAP_PERFMON",
+                                                 "CAP_BPF",
+                                                 "CAP_CHECKPOINT_RESTORE"};
   return kCaps;
 }
 
@@ -343,12 +385,15 @@ Result<Policy> load_policy_dir(const std::filesystem::path& dir) {
     return Error(ENOENT, "policy directory " + dir.string() + " does not exist");
   }
   if (!std::filesystem::is_directory(dir, ec)) {
-    return Error(ENOTDIR, dir.string() + " is not a directory; policy files go in a directory "
-                                         "such as " + kDefaultPolicyDir);
+    return Error(ENOTDIR, dir.string() +
+                              " is not a directory; policy files go in a directory "
+                              "such as " +
+                              kDefaultPolicyDir);
   }
   std::vector<std::filesystem::path> files;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.path().extension() == ".toml" && e.path().filename().string()[0] != '.') files.push_back(e.path());
+    if (e.path().extension() == ".toml" && e.path().filename().string()[0] != '.')
+      files.push_back(e.path());
   }
   if (ec) return Error(ec.value(), "cannot list " + dir.string() + ": " + ec.message());
   std::sort(files.begin(), files.end());
@@ -385,7 +430,8 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
   // cpus
   std::optional<double> cpus = req.cpus;
   if (!cpus && s.defaults.cpus) {
-    cpus = s.max.cpus ? std::min(s.defaults.cpus->value, s.max.cpus->value) : s.defaults.cpus->value;
+    cpus =
+        s.max.cpus ? std::min(s.defaults.cpus->value, s.max.cpus->value) : s.defaults.cpus->value;
   }
   if (cpus && s.max.cpus && *cpus > s.max.cpus->value + 1e-9) {
     return refuse("cpus " + format_cpus(*cpus), "limits.max.cpus", format_cpus(s.max.cpus->value),
@@ -444,10 +490,12 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
       std::transform(c.begin(), c.end(), c.begin(), ::toupper);
       const auto& known = known_capabilities();
       if (std::find(known.begin(), known.end(), c) == known.end()) {
-        return Error(EINVAL, "unknown capability \"" + asked + "\" (see capabilities(7) for the names)");
+        return Error(EINVAL,
+                     "unknown capability \"" + asked + "\" (see capabilities(7) for the names)");
       }
       if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
-        return Error(EPERM, "capability " + c + " is not allowed by the policy: security.capabilities = [" +
+        return Error(EPERM, "capability " + c +
+                                " is not allowed by the policy: security.capabilities = [" +
                                 join(allowed) + "] (" + where(cap_origin, req.role) +
                                 "); drop it from the task or add it to that list");
       }
@@ -458,25 +506,32 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
   // seccomp
   const std::string seccomp_default = s.seccomp ? s.seccomp->value : "default";
   d.seccomp = req.seccomp.value_or(seccomp_default);
-  if (d.seccomp != "default" && d.seccomp != "unconfined" && (d.seccomp.empty() || d.seccomp[0] != '/')) {
-    return Error(EINVAL, "seccomp \"" + d.seccomp +
-                             "\" must be \"default\", \"unconfined\" or an absolute path to a profile");
+  if (d.seccomp != "default" && d.seccomp != "unconfined" &&
+      (d.seccomp.empty() || d.seccomp[0] != '/')) {
+    return Error(EINVAL,
+                 "seccomp \"" + d.seccomp +
+                     "\" must be \"default\", \"unconfined\" or an absolute path to a profile");
   }
-  if (d.seccomp == "unconfined" && req.seccomp && !(s.allow_unconfined && s.allow_unconfined->value)) {
+  if (d.seccomp == "unconfined" && req.seccomp &&
+      !(s.allow_unconfined && s.allow_unconfined->value)) {
     std::string origin = s.allow_unconfined ? s.allow_unconfined->origin : kBuiltin;
-    return Error(EPERM, "seccomp \"unconfined\" is not allowed by the policy: security.allow_unconfined = "
-                        "false (" + where(origin, req.role) +
-                            "); use the default profile or set allow_unconfined = true there");
+    return Error(EPERM,
+                 "seccomp \"unconfined\" is not allowed by the policy: security.allow_unconfined = "
+                 "false (" +
+                     where(origin, req.role) +
+                     "); use the default profile or set allow_unconfined = true there");
   }
   if (req.seccomp && d.seccomp[0] == '/' && d.seccomp != seccomp_default) {
-    return Error(EPERM, "seccomp profile " + d.seccomp + " is not the policy's profile: security.seccomp = \"" +
+    return Error(EPERM, "seccomp profile " + d.seccomp +
+                            " is not the policy's profile: security.seccomp = \"" +
                             seccomp_default + "\" (" +
                             where(s.seccomp ? s.seccomp->origin : kBuiltin, req.role) +
                             "); only the operator chooses profile files");
   }
 
   // user
-  const std::vector<std::string> users = s.users ? s.users->value : std::vector<std::string>{"nobody"};
+  const std::vector<std::string> users =
+      s.users ? s.users->value : std::vector<std::string>{"nobody"};
   d.user = req.user.value_or(s.default_user ? s.default_user->value : "nobody");
   if (!user_allowed(d.user, users)) {
     return Error(EPERM, "user \"" + d.user + "\" is not allowed by the policy: security.users = [" +
@@ -485,17 +540,19 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
                             "); run as one of those or add the user there");
   }
   if (!user_uid(d.user).ok()) {
-    return Error(ENOENT, "user \"" + d.user + "\" does not exist on this machine; create it or run "
-                         "as an existing user");
+    return Error(ENOENT, "user \"" + d.user +
+                             "\" does not exist on this machine; create it or run "
+                             "as an existing user");
   }
 
   // volumes
-  const std::vector<std::string> paths = s.volume_paths ? s.volume_paths->value : std::vector<std::string>{};
+  const std::vector<std::string> paths =
+      s.volume_paths ? s.volume_paths->value : std::vector<std::string>{};
   const std::string paths_origin = s.volume_paths ? s.volume_paths->origin : kBuiltin;
   for (const Volume& v : req.volumes) {
-    if (v.host_path.empty() || v.host_path[0] != '/' || v.host_path.find("/..") != std::string::npos ||
-        v.container_path.empty() || v.container_path[0] != '/' ||
-        v.container_path.find("/..") != std::string::npos) {
+    if (v.host_path.empty() || v.host_path[0] != '/' ||
+        v.host_path.find("/..") != std::string::npos || v.container_path.empty() ||
+        v.container_path[0] != '/' || v.container_path.find("/..") != std::string::npos) {
       return Error(EINVAL, "volume " + v.host_path + ":" + v.container_path +
                                ": both paths must be absolute and free of \"..\"");
     }
@@ -512,11 +569,13 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
                               "); use a path under one of those or add it there");
     }
     if (v.writable && !(s.allow_writable_volumes && s.allow_writable_volumes->value)) {
-      return Error(EPERM, "writable volume " + v.host_path + " is not allowed by the policy: "
-                          "volumes.allow_writable = false (" +
-                              where(s.allow_writable_volumes ? s.allow_writable_volumes->origin : kBuiltin,
-                                    req.role) +
-                              "); mount it read-only or set allow_writable = true there");
+      return Error(EPERM,
+                   "writable volume " + v.host_path +
+                       " is not allowed by the policy: "
+                       "volumes.allow_writable = false (" +
+                       where(s.allow_writable_volumes ? s.allow_writable_volumes->origin : kBuiltin,
+                             req.role) +
+                       "); mount it read-only or set allow_writable = true there");
     }
     d.volumes.push_back(v);
   }
@@ -565,9 +624,12 @@ void text_section(std::string* out, const std::string& prefix, const PolicySecti
   auto lim = [&](const char* which, const LimitRules& l) {
     std::string p = std::string("limits.") + which + ".";
     if (l.cpus) line(p + "cpus", format_cpus(l.cpus->value), l.cpus->origin);
-    if (l.cpu_weight) line(p + "cpu_weight", std::to_string(l.cpu_weight->value), l.cpu_weight->origin);
+    if (l.cpu_weight)
+      line(p + "cpu_weight", std::to_string(l.cpu_weight->value), l.cpu_weight->origin);
     if (l.memory) line(p + "memory", "\"" + format_bytes(l.memory->value) + "\"", l.memory->origin);
-    if (l.memory_swap) line(p + "memory_swap", "\"" + format_bytes(l.memory_swap->value) + "\"", l.memory_swap->origin);
+    if (l.memory_swap)
+      line(p + "memory_swap", "\"" + format_bytes(l.memory_swap->value) + "\"",
+           l.memory_swap->origin);
     if (l.pids) line(p + "pids", std::to_string(l.pids->value), l.pids->origin);
     if (l.io_weight) line(p + "io_weight", std::to_string(l.io_weight->value), l.io_weight->origin);
   };
@@ -578,15 +640,20 @@ void text_section(std::string* out, const std::string& prefix, const PolicySecti
     for (size_t i = 0; i < v.size(); ++i) o += (i ? ", \"" : "\"") + v[i] + "\"";
     return o + "]";
   };
-  if (s.capabilities) line("security.capabilities", list(s.capabilities->value), s.capabilities->origin);
+  if (s.capabilities)
+    line("security.capabilities", list(s.capabilities->value), s.capabilities->origin);
   if (s.default_capabilities)
-    line("security.default_capabilities", list(s.default_capabilities->value), s.default_capabilities->origin);
+    line("security.default_capabilities", list(s.default_capabilities->value),
+         s.default_capabilities->origin);
   if (s.seccomp) line("security.seccomp", "\"" + s.seccomp->value + "\"", s.seccomp->origin);
   if (s.allow_unconfined)
-    line("security.allow_unconfined", s.allow_unconfined->value ? "true" : "false", s.allow_unconfined->origin);
+    line("security.allow_unconfined", s.allow_unconfined->value ? "true" : "false",
+         s.allow_unconfined->origin);
   if (s.users) line("security.users", list(s.users->value), s.users->origin);
-  if (s.default_user) line("security.default_user", "\"" + s.default_user->value + "\"", s.default_user->origin);
-  if (s.volume_paths) line("volumes.allowed_host_paths", list(s.volume_paths->value), s.volume_paths->origin);
+  if (s.default_user)
+    line("security.default_user", "\"" + s.default_user->value + "\"", s.default_user->origin);
+  if (s.volume_paths)
+    line("volumes.allowed_host_paths", list(s.volume_paths->value), s.volume_paths->origin);
   if (s.allow_writable_volumes)
     line("volumes.allow_writable", s.allow_writable_volumes->value ? "true" : "false",
          s.allow_writable_volumes->origin);
@@ -597,10 +664,14 @@ void text_section(std::string* out, const std::string& prefix, const PolicySecti
 nlohmann::json policy_to_json(const Policy& p) {
   nlohmann::json j;
   j["files"] = p.files;
-  j["cgroups"]["require_v2"] = {{"value", p.require_cgroup_v2.value}, {"origin", p.require_cgroup_v2.origin}};
-  j["user_namespace"]["enabled"] = {{"value", p.userns_enabled.value}, {"origin", p.userns_enabled.origin}};
-  j["user_namespace"]["subuid_start"] = {{"value", p.userns_start.value}, {"origin", p.userns_start.origin}};
-  j["user_namespace"]["subuid_count"] = {{"value", p.userns_count.value}, {"origin", p.userns_count.origin}};
+  j["cgroups"]["require_v2"] = {{"value", p.require_cgroup_v2.value},
+                                {"origin", p.require_cgroup_v2.origin}};
+  j["user_namespace"]["enabled"] = {{"value", p.userns_enabled.value},
+                                    {"origin", p.userns_enabled.origin}};
+  j["user_namespace"]["subuid_start"] = {{"value", p.userns_start.value},
+                                         {"origin", p.userns_start.origin}};
+  j["user_namespace"]["subuid_count"] = {{"value", p.userns_count.value},
+                                         {"origin", p.userns_count.origin}};
   j["base"] = section_to_json(p.base);
   for (const auto& [name, sec] : p.roles) j["roles"][name] = section_to_json(p.effective(name));
   return j;
@@ -616,8 +687,10 @@ std::string policy_to_text(const Policy& p) {
     if (l.size() < 56) l.resize(56, ' ');
     out += l + "  # " + origin + "\n";
   };
-  line("cgroups.require_v2", p.require_cgroup_v2.value ? "true" : "false", p.require_cgroup_v2.origin);
-  line("user_namespace.enabled", p.userns_enabled.value ? "true" : "false", p.userns_enabled.origin);
+  line("cgroups.require_v2", p.require_cgroup_v2.value ? "true" : "false",
+       p.require_cgroup_v2.origin);
+  line("user_namespace.enabled", p.userns_enabled.value ? "true" : "false",
+       p.userns_enabled.origin);
   line("user_namespace.subuid_start", std::to_string(p.userns_start.value), p.userns_start.origin);
   line("user_namespace.subuid_count", std::to_string(p.userns_count.value), p.userns_count.origin);
   text_section(&out, "", p.base);

@@ -25,7 +25,9 @@ class PolicyDir : public testing::Test {
   std::unique_ptr<TempDir> dir_;
 };
 
-std::string message(const Result<Decision>& r) { return r.ok() ? "(allowed)" : r.error().message(); }
+std::string message(const Result<Decision>& r) {
+  return r.ok() ? "(allowed)" : r.error().message();
+}
 
 TEST_F(PolicyDir, BuiltinPolicyIsLeastPrivilege) {
   auto p = load();
@@ -53,7 +55,8 @@ TEST_F(PolicyDir, LaterFilesOverrideEarlierOnesKeyByKey) {
 }
 
 TEST_F(PolicyDir, OverMaximumIsRefusedNamingRuleFileAndLine) {
-  std::string f = write("20-web.toml", "# web tier\n[limits.max]\ncpus = 1.5\nmemory = \"512MiB\"\npids = 100\n");
+  std::string f = write("20-web.toml",
+                        "# web tier\n[limits.max]\ncpus = 1.5\nmemory = \"512MiB\"\npids = 100\n");
   auto p = load();
   ASSERT_TRUE(p.ok()) << p.error().message();
   TaskRequest r;
@@ -65,12 +68,14 @@ TEST_F(PolicyDir, OverMaximumIsRefusedNamingRuleFileAndLine) {
                             f + ":4); ask for less or raise that limit");
   r = TaskRequest{};
   r.cpus = 2;
-  EXPECT_EQ(message(decide(*p, r)), "cpus 2 is more than the policy allows: limits.max.cpus = 1.5 (" +
-                                        f + ":3); ask for less or raise that limit");
+  EXPECT_EQ(message(decide(*p, r)),
+            "cpus 2 is more than the policy allows: limits.max.cpus = 1.5 (" + f +
+                ":3); ask for less or raise that limit");
   r = TaskRequest{};
   r.pids = 101;
-  EXPECT_NE(message(decide(*p, r)).find("pids 101 is more than the policy allows: limits.max.pids = 100"),
-            std::string::npos);
+  EXPECT_NE(
+      message(decide(*p, r)).find("pids 101 is more than the policy allows: limits.max.pids = 100"),
+      std::string::npos);
   // Asking for nothing gets the maximum, never "unlimited".
   auto none = decide(*p, TaskRequest{});
   ASSERT_TRUE(none.ok());
@@ -107,7 +112,8 @@ TEST_F(PolicyDir, RoleOverridesApplyToThatRoleAndItsChildren) {
   r.capabilities = {"CAP_CHOWN"};
   EXPECT_EQ(message(decide(*p, r)),
             "capability CAP_CHOWN is not allowed by the policy: security.capabilities = "
-            "[CAP_NET_BIND_SERVICE] (" + f + ":6, role eng/web); drop it from the task or add it to that list");
+            "[CAP_NET_BIND_SERVICE] (" +
+                f + ":6, role eng/web); drop it from the task or add it to that list");
 }
 
 TEST_F(PolicyDir, EveryRuleRefusesWithItsOwnMessage) {
@@ -118,36 +124,44 @@ TEST_F(PolicyDir, EveryRuleRefusesWithItsOwnMessage) {
   ASSERT_TRUE(p.ok()) << p.error().message();
   TaskRequest r;
   r.capabilities = {"SYS_ADMIN"};
-  EXPECT_NE(message(decide(*p, r)).find("capability CAP_SYS_ADMIN is not allowed by the policy: "
-                                         "security.capabilities = [CAP_CHOWN"),
-            std::string::npos) << message(decide(*p, r));
+  EXPECT_NE(message(decide(*p, r))
+                .find("capability CAP_SYS_ADMIN is not allowed by the policy: "
+                      "security.capabilities = [CAP_CHOWN"),
+            std::string::npos)
+      << message(decide(*p, r));
   r = TaskRequest{};
   r.capabilities = {"CAP_FLY"};
-  EXPECT_EQ(message(decide(*p, r)), "unknown capability \"CAP_FLY\" (see capabilities(7) for the names)");
+  EXPECT_EQ(message(decide(*p, r)),
+            "unknown capability \"CAP_FLY\" (see capabilities(7) for the names)");
   r = TaskRequest{};
   r.user = "root";
-  EXPECT_EQ(message(decide(*p, r)), "user \"root\" is not allowed by the policy: security.users = "
-                                    "[nobody, 1000-1999] (" + f + ":2); run as one of those or add the user there");
+  EXPECT_EQ(message(decide(*p, r)),
+            "user \"root\" is not allowed by the policy: security.users = "
+            "[nobody, 1000-1999] (" +
+                f + ":2); run as one of those or add the user there");
   r.user = "1500";
   EXPECT_TRUE(decide(*p, r).ok()) << message(decide(*p, r));
   r = TaskRequest{};
   r.seccomp = "unconfined";
-  EXPECT_EQ(message(decide(*p, r)),
-            "seccomp \"unconfined\" is not allowed by the policy: security.allow_unconfined = false "
-            "(built-in default); use the default profile or set allow_unconfined = true there");
+  EXPECT_EQ(
+      message(decide(*p, r)),
+      "seccomp \"unconfined\" is not allowed by the policy: security.allow_unconfined = false "
+      "(built-in default); use the default profile or set allow_unconfined = true there");
   r = TaskRequest{};
   r.volumes = {{"/etc", "/host-etc", false}};
-  EXPECT_EQ(message(decide(*p, r)), "volume host path /etc is not allowed by the policy: "
-                                    "volumes.allowed_host_paths = [/srv/data] (" + f +
-                                        ":4); use a path under one of those or add it there");
+  EXPECT_EQ(message(decide(*p, r)),
+            "volume host path /etc is not allowed by the policy: "
+            "volumes.allowed_host_paths = [/srv/data] (" +
+                f + ":4); use a path under one of those or add it there");
   r.volumes = {{"/srv/data/../../etc", "/x", false}};
   EXPECT_NE(message(decide(*p, r)).find("must be absolute and free of \"..\""), std::string::npos);
   r.volumes = {{"/srv/data-other", "/x", false}};  // a sibling with the same prefix is not "under"
   EXPECT_FALSE(decide(*p, r).ok());
   r.volumes = {{"/srv/data/set1", "/data", true}};
-  EXPECT_EQ(message(decide(*p, r)), "writable volume /srv/data/set1 is not allowed by the policy: "
-                                    "volumes.allow_writable = false (built-in default); mount it "
-                                    "read-only or set allow_writable = true there");
+  EXPECT_EQ(message(decide(*p, r)),
+            "writable volume /srv/data/set1 is not allowed by the policy: "
+            "volumes.allow_writable = false (built-in default); mount it "
+            "read-only or set allow_writable = true there");
   r.volumes = {{"/srv/data/set1", "/data", false}};
   EXPECT_TRUE(decide(*p, r).ok()) << message(decide(*p, r));
 }
@@ -157,42 +171,54 @@ TEST_F(PolicyDir, VolumeThroughSymlinkIsJudgedByWhereItLeads) {
   std::filesystem::create_directories(allowed);
   std::filesystem::create_symlink("/etc", allowed / "sneaky");
   auto p = load_policy_text(builtin_policy(),
-                            "[volumes]\nallowed_host_paths = [\"" + allowed.string() + "\"]\n", "t.toml");
+                            "[volumes]\nallowed_host_paths = [\"" + allowed.string() + "\"]\n",
+                            "t.toml");
   ASSERT_TRUE(p.ok()) << p.error().message();
   TaskRequest r;
   r.volumes = {{(allowed / "sneaky").string(), "/x", false}};
   auto d = decide(*p, r);
   ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.error().message().find("(resolves to /etc)"), std::string::npos) << d.error().message();
+  EXPECT_NE(d.error().message().find("(resolves to /etc)"), std::string::npos)
+      << d.error().message();
 }
 
 TEST_F(PolicyDir, MalformedFilesNameFileLineAndKeyAndAllAreReported) {
   std::string a = write("10-a.toml", "[limits.max]\nmemory = \"lots\"\n");
-  std::string b = write("20-b.toml", "[security]\ncapabilities = [\"CAP_CHOWN\", \"CAP_TELEPORT\"]\nsecomp = \"default\"\n");
+  std::string b =
+      write("20-b.toml",
+            "[security]\ncapabilities = [\"CAP_CHOWN\", \"CAP_TELEPORT\"]\nsecomp = \"default\"\n");
   std::string c = write("30-c.toml", "[limits.max\ncpus = 1\n");
   auto p = load();
   ASSERT_FALSE(p.ok());
   const std::string& m = p.error().message();
-  EXPECT_NE(m.find(a + ":2: key 'limits.max.memory': \"lots\" is not a size"), std::string::npos) << m;
-  EXPECT_NE(m.find(b + ":2: key 'security.capabilities': unknown capability \"CAP_TELEPORT\""), std::string::npos) << m;
-  EXPECT_NE(m.find(b + ":3: unknown key 'security.secomp' (did you mean 'seccomp'?)"), std::string::npos) << m;
+  EXPECT_NE(m.find(a + ":2: key 'limits.max.memory': \"lots\" is not a size"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find(b + ":2: key 'security.capabilities': unknown capability \"CAP_TELEPORT\""),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find(b + ":3: unknown key 'security.secomp' (did you mean 'seccomp'?)"),
+            std::string::npos)
+      << m;
   EXPECT_NE(m.find(c + ":1:"), std::string::npos) << m;
   EXPECT_NE(m.find("TOML syntax error"), std::string::npos) << m;
 }
 
 TEST_F(PolicyDir, BadValuesAreRefused) {
-  auto p = load_policy_text(builtin_policy(),
-                            "[limits.max]\ncpus = 0\npids = -1\n[security]\nseccomp = \"relative.json\"\n"
-                            "users = [\"root; rm -rf /\"]\n[volumes]\nallowed_host_paths = [\"srv\"]\n",
-                            "/etc/corral/policy.d/x.toml");
+  auto p = load_policy_text(
+      builtin_policy(),
+      "[limits.max]\ncpus = 0\npids = -1\n[security]\nseccomp = \"relative.json\"\n"
+      "users = [\"root; rm -rf /\"]\n[volumes]\nallowed_host_paths = [\"srv\"]\n",
+      "/etc/corral/policy.d/x.toml");
   ASSERT_FALSE(p.ok());
   const std::string& m = p.error().message();
   EXPECT_NE(m.find("x.toml:2: key 'limits.max.cpus': must be between"), std::string::npos) << m;
-  EXPECT_NE(m.find("x.toml:3: key 'limits.max.pids': value -1 is out of range"), std::string::npos) << m;
+  EXPECT_NE(m.find("x.toml:3: key 'limits.max.pids': value -1 is out of range"), std::string::npos)
+      << m;
   EXPECT_NE(m.find("x.toml:5: key 'security.seccomp': must be"), std::string::npos) << m;
   EXPECT_NE(m.find("x.toml:6: key 'security.users'"), std::string::npos) << m;
   EXPECT_NE(m.find("x.toml:8: key 'volumes.allowed_host_paths': \"srv\" must be an absolute path"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
 }
 
 TEST_F(PolicyDir, ReloadKeepsTheLastGoodPolicy) {
@@ -218,7 +244,8 @@ TEST(Policy, MissingExplicitDirectoryIsAnError) {
 }
 
 TEST(Policy, TextOutputShowsEveryValueWithItsOrigin) {
-  auto p = load_policy_text(builtin_policy(), "[cgroups]\nrequire_v2 = false\n", "/etc/corral/policy.d/00.toml");
+  auto p = load_policy_text(builtin_policy(), "[cgroups]\nrequire_v2 = false\n",
+                            "/etc/corral/policy.d/00.toml");
   ASSERT_TRUE(p.ok());
   std::string text = policy_to_text(*p);
   EXPECT_NE(text.find("cgroups.require_v2 = false"), std::string::npos) << text;

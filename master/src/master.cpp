@@ -56,9 +56,9 @@ Result<std::unique_ptr<Master>> Master::start(boost::asio::io_context& io, Maste
   m->metrics_.gauge("corral_master_start_count", "Times this master's state has been started")
       .set(static_cast<double>(m->start_count_));
   m->metrics_.gauge("corral_master_start_time_seconds", "Unix time this master started")
-      .set(static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
-                                   m->started_.time_since_epoch())
-                                   .count()));
+      .set(static_cast<double>(
+          std::chrono::duration_cast<std::chrono::seconds>(m->started_.time_since_epoch())
+              .count()));
 
   http::ServerOptions opts;
   opts.body_limit = m->config_.max_request_body;
@@ -98,9 +98,8 @@ http::Router Master::routes() {
   http::Router r;
   auto& requests = metrics_.counter("corral_master_http_requests_total", "HTTP requests handled",
                                     {{"endpoint", "api_v1"}});
-  r.add(http::Verb::get, "/health", [](const http::Request&) {
-    return http::make_response(http::Status::ok, "");
-  });
+  r.add(http::Verb::get, "/health",
+        [](const http::Request&) { return http::make_response(http::Status::ok, ""); });
   r.add(http::Verb::get, "/version", [this](const http::Request&) { return version(); });
   r.add(http::Verb::get, "/metrics", [this](const http::Request&) {
     return http::make_response(http::Status::ok, metrics_.render(), MetricsRegistry::kContentType);
@@ -135,28 +134,54 @@ http::Response Master::operator_api(const http::Request& req) {
   if (type == "GET_VERSION") {
     return http::json_response(
         http::Status::ok,
-        {{"type", "GET_VERSION"},
-         {"get_version", {{"version_info", {{"version", kVersion}}}}}});
+        {{"type", "GET_VERSION"}, {"get_version", {{"version_info", {{"version", kVersion}}}}}});
   }
-  static const char* kKnownLater[] = {
-      "GET_FLAGS",     "GET_METRICS",   "GET_LOGGING_LEVEL", "SET_LOGGING_LEVEL", "LIST_FILES",
-      "READ_FILE",     "GET_STATE",     "GET_AGENTS",        "GET_FRAMEWORKS",    "GET_EXECUTORS",
-      "GET_OPERATIONS", "GET_TASKS",    "GET_ROLES",         "GET_WEIGHTS",       "UPDATE_WEIGHTS",
-      "GET_MASTER",    "SUBSCRIBE",     "RESERVE_RESOURCES", "UNRESERVE_RESOURCES",
-      "CREATE_VOLUMES", "DESTROY_VOLUMES", "GET_MAINTENANCE_STATUS", "GET_MAINTENANCE_SCHEDULE",
-      "UPDATE_MAINTENANCE_SCHEDULE", "START_MAINTENANCE", "STOP_MAINTENANCE", "DRAIN_AGENT",
-      "DEACTIVATE_AGENT", "REACTIVATE_AGENT", "GET_QUOTA", "UPDATE_QUOTA", "SET_QUOTA",
-      "REMOVE_QUOTA", "TEARDOWN", "MARK_AGENT_GONE"};
+  static const char* kKnownLater[] = {"GET_FLAGS",
+                                      "GET_METRICS",
+                                      "GET_LOGGING_LEVEL",
+                                      "SET_LOGGING_LEVEL",
+                                      "LIST_FILES",
+                                      "READ_FILE",
+                                      "GET_STATE",
+                                      "GET_AGENTS",
+                                      "GET_FRAMEWORKS",
+                                      "GET_EXECUTORS",
+                                      "GET_OPERATIONS",
+                                      "GET_TASKS",
+                                      "GET_ROLES",
+                                      "GET_WEIGHTS",
+                                      "UPDATE_WEIGHTS",
+                                      "GET_MASTER",
+                                      "SUBSCRIBE",
+                                      "RESERVE_RESOURCES",
+                                      "UNRESERVE_RESOURCES",
+                                      "CREATE_VOLUMES",
+                                      "DESTROY_VOLUMES",
+                                      "GET_MAINTENANCE_STATUS",
+                                      "GET_MAINTENANCE_SCHEDULE",
+                                      "UPDATE_MAINTENANCE_SCHEDULE",
+                                      "START_MAINTENANCE",
+                                      "STOP_MAINTENANCE",
+                                      "DRAIN_AGENT",
+                                      "DEACTIVATE_AGENT",
+                                      "REACTIVATE_AGENT",
+                                      "GET_QUOTA",
+                                      "UPDATE_QUOTA",
+                                      "SET_QUOTA",
+                                      "REMOVE_QUOTA",
+                                      "TEARDOWN",
+                                      "MARK_AGENT_GONE"};
   for (const char* known : kKnownLater) {
     if (type == known) {
       return http::error_response(http::Status::not_implemented,
-                                  "operator call " + type + " is not implemented yet by corral-master " +
-                                      kVersion + "; GET_HEALTH and GET_VERSION are");
+                                  "operator call " + type +
+                                      " is not implemented yet by corral-master " + kVersion +
+                                      "; GET_HEALTH and GET_VERSION are");
     }
   }
-  return http::error_response(http::Status::bad_request,
-                              "unknown operator call type \"" + type +
-                                  "\"; see the Mesos v1 operator API for call names");
+  return http::error_response(
+      http::Status::bad_request,
+      "unknown operator call type \"" + type + "\"; see the Mesos v1 operator API for call names");
 }
 
 }  // namespace corral::master

@@ -92,7 +92,8 @@ TEST(Master, OperatorApiAnswersMesosShapedJson) {
   auto r = c.post("/api/v1", R"({"type":"GET_HEALTH"})");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->result(), http::Status::ok);
-  EXPECT_EQ(json_of(*r), nlohmann::json::parse(R"({"type":"GET_HEALTH","get_health":{"healthy":true}})"));
+  EXPECT_EQ(json_of(*r),
+            nlohmann::json::parse(R"({"type":"GET_HEALTH","get_health":{"healthy":true}})"));
 
   r = c.post("/api/v1", R"({"type":"GET_VERSION"})");
   ASSERT_TRUE(r.ok());
@@ -123,7 +124,8 @@ TEST(Master, BadOperatorCallsGetClearErrorsAndTheMasterStaysUp) {
   auto later = c.post("/api/v1", R"({"type": "GET_STATE"})");
   ASSERT_TRUE(later.ok());
   EXPECT_EQ(later->result(), http::Status::not_implemented);
-  EXPECT_NE(json_of(*later)["error"].get<std::string>().find("not implemented yet"), std::string::npos);
+  EXPECT_NE(json_of(*later)["error"].get<std::string>().find("not implemented yet"),
+            std::string::npos);
 
   auto sched = c.post("/api/v1/scheduler", R"({"type": "SUBSCRIBE"})");
   ASSERT_TRUE(sched.ok());
@@ -160,12 +162,14 @@ TEST(MasterConfig, EmbeddedDefaultsAndFileValues) {
 }
 
 TEST(MasterConfig, MistakesNameFileLineAndKey) {
-  auto cfg = parse_master_config("work_dir = \"relative/dir\"\nlisten = \"nonsense:port:x\"\nlog = 1\n",
-                                 "/etc/corral/master.toml");
+  auto cfg =
+      parse_master_config("work_dir = \"relative/dir\"\nlisten = \"nonsense:port:x\"\nlog = 1\n",
+                          "/etc/corral/master.toml");
   ASSERT_FALSE(cfg.ok());
   const std::string& m = cfg.error().message();
   EXPECT_NE(m.find("/etc/corral/master.toml:1: key 'work_dir': must be an absolute path"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
   EXPECT_NE(m.find("/etc/corral/master.toml:2: key 'listen'"), std::string::npos) << m;
   EXPECT_NE(m.find("/etc/corral/master.toml:3: unknown key 'log'"), std::string::npos) << m;
 }

@@ -12,19 +12,19 @@
 namespace corral::cli {
 
 struct RunOptions {
-  isolator::TaskRequest request;         // limits, user, capabilities, seccomp, volumes, role
-  std::vector<std::string> argv;         // the command
-  std::vector<std::string> env;          // extra "KEY=value" (PATH and HOME are always set)
+  isolator::TaskRequest request;  // limits, user, capabilities, seccomp, volumes, role
+  std::vector<std::string> argv;  // the command
+  std::vector<std::string> env;   // extra "KEY=value" (PATH and HOME are always set)
   std::string policy_dir = isolator::kDefaultPolicyDir;
-  std::string rootfs;                    // empty: the host's (read-only)
+  std::string rootfs;  // empty: the host's (read-only)
   std::string hostname = "corral";
-  std::string network = "none";          // "none" (loopback only) or "host"
-  std::string workdir;                   // inside the sandbox; default: the sandbox mount
+  std::string network = "none";  // "none" (loopback only) or "host"
+  std::string workdir;           // inside the sandbox; default: the sandbox mount
   uint32_t grace_ms = 10000;
   std::string state_dir = "/var/lib/corral/run";  // where sandboxes are made
-  bool keep = false;                     // keep the sandbox directory afterwards
-  std::string launcher;                  // path of corral-launcher; default: found beside corral
-  bool quiet = false;                    // no "corral: ..." status lines
+  bool keep = false;                              // keep the sandbox directory afterwards
+  std::string launcher;  // path of corral-launcher; default: found beside corral
+  bool quiet = false;    // no "corral: ..." status lines
 };
 
 // Runs the task to completion, streaming its stdout/stderr to ours. Returns the exit code for

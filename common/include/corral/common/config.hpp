@@ -40,7 +40,8 @@ class ConfigTable {
   bool get(std::string_view key, std::string* out);
   bool get(std::string_view key, double* out);
   bool get(std::string_view key, std::vector<std::string>* out);
-  bool get_int(std::string_view key, int64_t* out, int64_t min = INT64_MIN, int64_t max = INT64_MAX);
+  bool get_int(std::string_view key, int64_t* out, int64_t min = INT64_MIN,
+               int64_t max = INT64_MAX);
   template <typename Int>
   bool get_int(std::string_view key, Int* out, int64_t min, int64_t max) {
     int64_t v = static_cast<int64_t>(*out);

@@ -15,7 +15,7 @@ namespace corral::log {
 enum class Level { error = 3, warning = 4, notice = 5, info = 6, debug = 7 };
 
 struct Field {
-  std::string key;    // upper-case journald field name, e.g. "CORRAL_TASK_ID"
+  std::string key;  // upper-case journald field name, e.g. "CORRAL_TASK_ID"
   std::string value;
 };
 
@@ -40,10 +40,20 @@ void set_sink(Sink sink);
 void set_identifier(std::string identifier);
 
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
-inline void debug(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::debug, m, f); }
-inline void info(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::info, m, f); }
-inline void notice(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::notice, m, f); }
-inline void warning(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::warning, m, f); }
-inline void error(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::error, m, f); }
+inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
+  write(Level::debug, m, f);
+}
+inline void info(std::string_view m, std::initializer_list<Field> f = {}) {
+  write(Level::info, m, f);
+}
+inline void notice(std::string_view m, std::initializer_list<Field> f = {}) {
+  write(Level::notice, m, f);
+}
+inline void warning(std::string_view m, std::initializer_list<Field> f = {}) {
+  write(Level::warning, m, f);
+}
+inline void error(std::string_view m, std::initializer_list<Field> f = {}) {
+  write(Level::error, m, f);
+}
 
 }  // namespace corral::log

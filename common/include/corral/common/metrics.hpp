@@ -2,9 +2,9 @@
 // Prometheus metrics and their text exposition format (version 0.0.4), served at /metrics.
 //
 //   MetricsRegistry reg;
-//   Counter& launched = reg.counter("corral_tasks_launched_total", "Tasks launched", {{"role", "web"}});
-//   launched.inc();
-//   std::string body = reg.render();   // Content-Type: text/plain; version=0.0.4
+//   Counter& launched = reg.counter("corral_tasks_launched_total", "Tasks launched", {{"role",
+//   "web"}}); launched.inc(); std::string body = reg.render();   // Content-Type: text/plain;
+//   version=0.0.4
 //
 // Metric objects live as long as the registry; updates are lock-free atomics, safe from any
 // thread. Metric and label names are checked against Prometheus' grammar when registered.
@@ -25,6 +25,7 @@ class Counter {
  public:
   void inc(double by = 1.0);
   double value() const { return value_.load(); }
+
  private:
   std::atomic<double> value_{0};
 };
@@ -34,6 +35,7 @@ class Gauge {
   void set(double v) { value_.store(v); }
   void add(double by);
   double value() const { return value_.load(); }
+
  private:
   std::atomic<double> value_{0};
 };
@@ -45,6 +47,7 @@ class Histogram {
   const std::vector<double>& bounds() const { return bounds_; }
   // Cumulative counts per bound (+Inf last), sum and count, read consistently.
   void snapshot(std::vector<uint64_t>* cumulative, double* sum, uint64_t* count) const;
+
  private:
   std::vector<double> bounds_;
   mutable std::mutex mu_;
@@ -59,8 +62,8 @@ class MetricsRegistry {
   // A name or label that breaks Prometheus' grammar aborts: it is a programming error.
   Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
   Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
-  Histogram& histogram(const std::string& name, const std::string& help,
-                       std::vector<double> bounds, const Labels& labels = {});
+  Histogram& histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
+                       const Labels& labels = {});
 
   std::string render() const;
   static constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";

@@ -94,20 +94,20 @@ inline Result<void> ok() { return {}; }
 
 // CORRAL_TRY(expr): evaluates a Result<void>-returning expression and returns its Error from the
 // enclosing function if it failed.
-#define CORRAL_TRY(expr)                                  \
-  do {                                                    \
-    auto corral_try_result_ = (expr);                     \
-    if (!corral_try_result_.ok()) {                       \
-      return std::move(corral_try_result_).error();       \
-    }                                                     \
+#define CORRAL_TRY(expr)                            \
+  do {                                              \
+    auto corral_try_result_ = (expr);               \
+    if (!corral_try_result_.ok()) {                 \
+      return std::move(corral_try_result_).error(); \
+    }                                               \
   } while (0)
 
 #define CORRAL_CONCAT_INNER_(a, b) a##b
 #define CORRAL_CONCAT_(a, b) CORRAL_CONCAT_INNER_(a, b)
 // CORRAL_ASSIGN_OR_RETURN(decl, expr): `decl = *expr` or return expr's Error.
-#define CORRAL_ASSIGN_OR_RETURN(decl, expr)                                      \
-  auto CORRAL_CONCAT_(corral_aor_, __LINE__) = (expr);                           \
-  if (!CORRAL_CONCAT_(corral_aor_, __LINE__).ok()) {                             \
-    return std::move(CORRAL_CONCAT_(corral_aor_, __LINE__)).error();             \
-  }                                                                              \
+#define CORRAL_ASSIGN_OR_RETURN(decl, expr)                          \
+  auto CORRAL_CONCAT_(corral_aor_, __LINE__) = (expr);               \
+  if (!CORRAL_CONCAT_(corral_aor_, __LINE__).ok()) {                 \
+    return std::move(CORRAL_CONCAT_(corral_aor_, __LINE__)).error(); \
+  }                                                                  \
   decl = std::move(CORRAL_CONCAT_(corral_aor_, __LINE__)).value()

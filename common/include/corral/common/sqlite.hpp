@@ -26,8 +26,8 @@
 namespace corral {
 
 struct Migration {
-  int version;         // 1, 2, 3 ... in order, no gaps
-  std::string sql;     // one or more statements
+  int version;      // 1, 2, 3 ... in order, no gaps
+  std::string sql;  // one or more statements
 };
 
 class SqliteStatement {

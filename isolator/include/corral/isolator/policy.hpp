@@ -45,7 +45,7 @@ struct PolicySection {
   // [security]
   std::optional<Rule<std::vector<std::string>>> capabilities;          // the most a task may have
   std::optional<Rule<std::vector<std::string>>> default_capabilities;  // what it gets by default
-  std::optional<Rule<std::string>> seccomp;  // "default", "unconfined" or an absolute JSON path
+  std::optional<Rule<std::string>> seccomp;    // "default", "unconfined" or an absolute JSON path
   std::optional<Rule<bool>> allow_unconfined;  // may a task ask for seccomp "unconfined"?
   std::optional<Rule<std::vector<std::string>>> users;  // names or uid ranges "1000-1999"
   std::optional<Rule<std::string>> default_user;
@@ -98,9 +98,9 @@ struct TaskRequest {
   std::optional<uint64_t> pids;
   std::optional<uint64_t> cpu_weight;
   std::optional<uint64_t> io_weight;
-  std::optional<std::string> user;          // name or numeric uid
-  std::vector<std::string> capabilities;    // requested set; empty = the default set
-  std::optional<std::string> seccomp;       // "default", "unconfined" or a path
+  std::optional<std::string> user;        // name or numeric uid
+  std::vector<std::string> capabilities;  // requested set; empty = the default set
+  std::optional<std::string> seccomp;     // "default", "unconfined" or a path
   std::vector<Volume> volumes;
 };
 
