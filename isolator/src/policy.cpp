@@ -9,6 +9,8 @@
 #include <set>
 
 #include "corral/common/config.hpp"
+#include "corral/isolator/capabilities.hpp"
+#include "corral/isolator/sandbox_spec.hpp"
 
 namespace corral::isolator {
 namespace {
@@ -60,15 +62,13 @@ void read_capabilities(ConfigTable& t, const char* key,
                        std::optional<Rule<std::vector<std::string>>>* slot) {
   std::vector<std::string> caps;
   if (!t.get(key, &caps)) return;
-  const auto& known = known_capabilities();
   for (auto& c : caps) {
-    std::string name = c.rfind("CAP_", 0) == 0 ? c : "CAP_" + c;
-    std::transform(name.begin(), name.end(), name.begin(), ::toupper);
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
+    auto index = capability_from_name(c);
+    if (!index) {
       t.fail(key, "unknown capability \"" + c + "\" (see capabilities(7) for the names)");
       return;
     }
-    c = name;
+    c = capability_name(*index);
   }
   set_rule(slot, caps, t.location(key));
 }
@@ -270,60 +270,6 @@ std::string join(const std::vector<std::string>& v) {
 
 // ---------------------------------------------------------------- public
 
-const std::vector<std::string>& docker_default_capabilities() {
-  static const std::vector<std::string> kCaps = {
-      "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
-      "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
-      "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
-      "CAP_KILL",    "CAP_AUDIT_WRITE"};
-  return kCaps;
-}
-
-const std::vector<std::string>& known_capabilities() {
-  static const std::vector<std::string> kCaps = {"CAP_CHOWN",
-                                                 "CAP_DAC_OVERRIDE",
-                                                 "CAP_DAC_READ_SEARCH",
-                                                 "CAP_FOWNER",
-                                                 "CAP_FSETID",
-                                                 "CAP_KILL",
-                                                 "CAP_SETGID",
-                                                 "CAP_SETUID",
-                                                 "CAP_SETPCAP",
-                                                 "CAP_LINUX_IMMUTABLE",
-                                                 "CAP_NET_BIND_SERVICE",
-                                                 "CAP_NET_BROADCAST",
-                                                 "CAP_NET_ADMIN",
-                                                 "CAP_NET_RAW",
-                                                 "CAP_IPC_LOCK",
-                                                 "CAP_IPC_OWNER",
-                                                 "CAP_SYS_MODULE",
-                                                 "CAP_SYS_RAWIO",
-                                                 "CAP_SYS_CHROOT",
-                                                 "CAP_SYS_PTRACE",
-                                                 "CAP_SYS_PACCT",
-                                                 "CAP_SYS_ADMIN",
-                                                 "CAP_SYS_BOOT",
-                                                 "CAP_SYS_NICE",
-                                                 "CAP_SYS_RESOURCE",
-                                                 "CAP_SYS_TIME",
-                                                 "CAP_SYS_TTY_CONFIG",
-                                                 "CAP_MKNOD",
-                                                 "CAP_LEASE",
-                                                 "CAP_AUDIT_WRITE",
-                                                 "CAP_AUDIT_CONTROL",
-                                                 "CAP_SETFCAP",
-                                                 "CAP_MAC_OVERRIDE",
-                                                 "CAP_MAC_ADMIN",
-                                                 "CAP_SYSLOG",
-                                                 "CAP_WAKE_ALARM",
-                                                 "CAP_BLOCK_SUSPEND",
-                                                 "CAP_AUDIT_READ",
-                                                 "CAP_PERFMON",
-                                                 "CAP_BPF",
-                                                 "CAP_CHECKPOINT_RESTORE"};
-  return kCaps;
-}
-
 std::string format_bytes(uint64_t bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
@@ -341,8 +287,8 @@ Policy builtin_policy() {
   Policy p;
   PolicySection& s = p.base;
   s.defaults.pids = Rule<uint64_t>{4096, kBuiltin};
-  s.capabilities = Rule<std::vector<std::string>>{docker_default_capabilities(), kBuiltin};
-  s.default_capabilities = Rule<std::vector<std::string>>{docker_default_capabilities(), kBuiltin};
+  s.capabilities = Rule<std::vector<std::string>>{default_capabilities(), kBuiltin};
+  s.default_capabilities = Rule<std::vector<std::string>>{default_capabilities(), kBuiltin};
   s.seccomp = Rule<std::string>{"default", kBuiltin};
   s.allow_unconfined = Rule<bool>{false, kBuiltin};
   s.users = Rule<std::vector<std::string>>{{"nobody"}, kBuiltin};
@@ -476,7 +422,7 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
   if (!d.limits.cpus && s.max.cpus) d.limits.cpus = s.max.cpus->value;
 
   // capabilities
-  const auto& allowed = s.capabilities ? s.capabilities->value : docker_default_capabilities();
+  const auto& allowed = s.capabilities ? s.capabilities->value : default_capabilities();
   const std::string cap_origin = s.capabilities ? s.capabilities->origin : kBuiltin;
   if (req.capabilities.empty()) {
     d.capabilities = s.default_capabilities ? s.default_capabilities->value : allowed;
@@ -486,13 +432,12 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
     });
   } else {
     for (const auto& asked : req.capabilities) {
-      std::string c = asked.rfind("CAP_", 0) == 0 ? asked : "CAP_" + asked;
-      std::transform(c.begin(), c.end(), c.begin(), ::toupper);
-      const auto& known = known_capabilities();
-      if (std::find(known.begin(), known.end(), c) == known.end()) {
+      auto index = capability_from_name(asked);
+      if (!index) {
         return Error(EINVAL,
                      "unknown capability \"" + asked + "\" (see capabilities(7) for the names)");
       }
+      const std::string c = capability_name(*index);
       if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
         return Error(EPERM, "capability " + c +
                                 " is not allowed by the policy: security.capabilities = [" +

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "corral/common/fd.hpp"
+#include "corral/isolator/sandbox_spec.hpp"
 
 namespace corral::isolator {
 namespace {
@@ -37,7 +38,7 @@ TEST_F(PolicyDir, BuiltinPolicyIsLeastPrivilege) {
   ASSERT_TRUE(d.ok()) << d.error().message();
   EXPECT_EQ(d->user, "nobody");
   EXPECT_EQ(d->seccomp, "default");
-  EXPECT_EQ(d->capabilities, docker_default_capabilities());
+  EXPECT_EQ(d->capabilities, default_capabilities());
   EXPECT_EQ(d->limits.pids_max, 4096u);
   EXPECT_FALSE(d->limits.memory_max.has_value());
 }

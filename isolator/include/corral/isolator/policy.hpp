@@ -70,11 +70,6 @@ struct Policy {
   PolicySection effective(const std::string& role) const;
 };
 
-// Docker's default capability set (what a container gets without --cap-add).
-const std::vector<std::string>& docker_default_capabilities();
-// Every capability name the kernel headers know ("CAP_CHOWN" ... "CAP_CHECKPOINT_RESTORE").
-const std::vector<std::string>& known_capabilities();
-
 // The policy with no files at all.
 Policy builtin_policy();
 // Reads every *.toml in `dir` in lexical order over the built-in policy. A missing directory is
