@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "corral/common/fd.hpp"
 #include "corral/isolator/cgroup.hpp"
@@ -235,8 +236,27 @@ int run_task(const RunOptions& o) {
     cleanup_dir();
     return fail(identity.error().message());
   }
-  // the task writes its sandbox as its own user
-  ::chown((run_dir / "sandbox").c_str(), identity->uid, identity->gid);
+  // With a user namespace (policy [user_namespace]), ids inside map to a subuid range outside:
+  // "root" in the task is an unprivileged uid on the host.
+  std::optional<isolator::UserNamespaceSpec> userns;
+  if (policy->userns_enabled.value) {
+    isolator::UserNamespaceSpec u;
+    u.host_uid = static_cast<uint32_t>(policy->userns_start.value);
+    u.host_gid = static_cast<uint32_t>(policy->userns_start.value);
+    u.count = static_cast<uint32_t>(policy->userns_count.value);
+    if (identity->uid >= u.count || identity->gid >= u.count) {
+      cleanup_dir();
+      return fail("user \"" + decision->user + "\" (uid " + std::to_string(identity->uid) +
+                  ") lies outside the user namespace's " + std::to_string(u.count) +
+                  " ids (user_namespace.subuid_count, " + policy->userns_count.origin +
+                  "); run as a lower uid or widen the range");
+    }
+    identity->groups.clear();  // host groups mean nothing inside the namespace
+    userns = u;
+  }
+  // the task writes its sandbox as its own user (as seen from the host)
+  const uint32_t host_offset = userns ? userns->host_uid : 0;
+  ::chown((run_dir / "sandbox").c_str(), identity->uid + host_offset, identity->gid + host_offset);
 
   isolator::SandboxSpec spec;
   spec.argv = o.argv;
@@ -247,6 +267,7 @@ int run_task(const RunOptions& o) {
   spec.hostname = o.hostname;
   spec.namespaces.net = o.network != "host";
   spec.namespaces.cgroup = cgroup != nullptr;
+  spec.namespaces.user = userns;
   if (!o.rootfs.empty()) {
     spec.rootfs.mode = isolator::RootfsMode::dir;
     spec.rootfs.path = o.rootfs;
