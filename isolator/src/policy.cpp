@@ -3,6 +3,7 @@
 #include <pwd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <regex>
@@ -52,6 +53,20 @@ void read_limits(ConfigTable t, LimitRules* out) {
   integer("io_weight", &out->io_weight, 1, 10000);
 }
 
+// Parses "1000" or "1000-1999" into [lo, hi]; false for anything else (no exceptions).
+bool parse_uid_range(const std::string& text, uint64_t* lo, uint64_t* hi) {
+  const char* end = text.data() + text.size();
+  auto first = std::from_chars(text.data(), end, *lo);
+  if (first.ec != std::errc() || *lo > UINT32_MAX) return false;
+  if (first.ptr == end) {
+    *hi = *lo;
+    return true;
+  }
+  if (*first.ptr != '-') return false;
+  auto second = std::from_chars(first.ptr + 1, end, *hi);
+  return second.ec == std::errc() && second.ptr == end && *hi <= UINT32_MAX && *lo <= *hi;
+}
+
 bool valid_user_entry(const std::string& u) {
   static const std::regex kName("^[a-z_][a-z0-9_-]*[$]?$");
   static const std::regex kRange("^[0-9]+(-[0-9]+)?$");
@@ -98,7 +113,9 @@ void read_section(ConfigTable t, PolicySection* s) {
   if (sec.get("users", &users)) {
     bool ok = true;
     for (const auto& u : users) {
-      if (!valid_user_entry(u)) {
+      uint64_t lo = 0, hi = 0;
+      if (!valid_user_entry(u) ||
+          (std::isdigit(static_cast<unsigned char>(u[0])) && !parse_uid_range(u, &lo, &hi))) {
         sec.fail("users",
                  "\"" + u + "\" is neither a user name nor a uid or uid range like \"1000-1999\"");
         ok = false;
@@ -223,7 +240,11 @@ std::string format_cpus(double c) {
 
 Result<uid_t> user_uid(const std::string& user) {
   if (!user.empty() && std::all_of(user.begin(), user.end(), ::isdigit)) {
-    return static_cast<uid_t>(std::stoul(user));
+    uint64_t lo = 0, hi = 0;
+    if (!parse_uid_range(user, &lo, &hi)) {
+      return Error(EINVAL, "uid " + user + " is out of range (0 to 4294967295)");
+    }
+    return static_cast<uid_t>(lo);
   }
   struct passwd pw {};
   struct passwd* found = nullptr;
@@ -238,17 +259,14 @@ bool user_allowed(const std::string& user, const std::vector<std::string>& allow
   auto uid = user_uid(user);
   for (const auto& a : allowed) {
     if (a == user) return true;
-    if (!uid.ok() || a.empty() || !std::isdigit(static_cast<unsigned char>(a[0]))) {
-      if (uid.ok() && !a.empty() && !std::isdigit(static_cast<unsigned char>(a[0]))) {
-        auto auid = user_uid(a);
-        if (auid.ok() && *auid == *uid) return true;
-      }
+    if (!uid.ok() || a.empty()) continue;
+    if (!std::isdigit(static_cast<unsigned char>(a[0]))) {  // a user name: compare uids
+      auto auid = user_uid(a);
+      if (auid.ok() && *auid == *uid) return true;
       continue;
     }
-    size_t dash = a.find('-');
-    uint64_t lo = std::stoull(a.substr(0, dash));
-    uint64_t hi = dash == std::string::npos ? lo : std::stoull(a.substr(dash + 1));
-    if (*uid >= lo && *uid <= hi) return true;
+    uint64_t lo = 0, hi = 0;
+    if (parse_uid_range(a, &lo, &hi) && *uid >= lo && *uid <= hi) return true;
   }
   return false;
 }

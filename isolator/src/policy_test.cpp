@@ -238,6 +238,22 @@ TEST_F(PolicyDir, ReloadKeepsTheLastGoodPolicy) {
   EXPECT_EQ(holder.current().base.max.memory->value, 1u << 30);
 }
 
+TEST(Policy, HugeUidsAreErrorsNotCrashes) {
+  auto p = load_policy_text(builtin_policy(), "[security]\nusers = [\"99999999999999999999999\"]\n",
+                            "/etc/corral/policy.d/u.toml");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().message().find("u.toml:2: key 'security.users'"), std::string::npos)
+      << p.error().message();
+  auto ok = load_policy_text(builtin_policy(), "[security]\nusers = [\"1000-1999\"]\n", "u.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().message();
+  TaskRequest r;
+  r.user = "99999999999999999999999";
+  auto d = decide(*ok, r);
+  ASSERT_FALSE(d.ok());  // refused, and no exception escaped
+  r.user = "1500";
+  EXPECT_TRUE(decide(*ok, r).ok());
+}
+
 TEST(Policy, MissingExplicitDirectoryIsAnError) {
   auto p = load_policy_dir("/nonexistent/policy.d");
   ASSERT_FALSE(p.ok());
