@@ -68,9 +68,10 @@ struct Termination {
   int signal = 0;
   bool oom_killed = false;          // the kernel's OOM killer acted in the container
   bool killed_after_grace = false;  // SIGKILL was needed after SIGTERM's grace period
-  // Mesos reason for the terminal update (REASON_COMMAND_EXECUTOR_FAILED,
-  // REASON_CONTAINER_LIMITATION_MEMORY, REASON_CONTAINER_LAUNCH_FAILED, ...).
-  corral::v1::TaskStatus::Reason reason = corral::v1::TaskStatus::REASON_COMMAND_EXECUTOR_FAILED;
+  // Mesos reason for the terminal update when there is one (REASON_CONTAINER_LIMITATION_MEMORY,
+  // REASON_CONTAINER_LAUNCH_FAILED, REASON_EXECUTOR_TERMINATED for `lost`, ...); a plain exit
+  // has none.
+  std::optional<corral::v1::TaskStatus::Reason> reason;
   std::string message;  // for people: "exited with 3", "out of memory (limit 64MiB)", ...
 };
 
