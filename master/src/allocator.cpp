@@ -1,0 +1,957 @@
+#include "corral/master/allocator.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <queue>
+#include <sstream>
+
+namespace corral::master {
+
+namespace {
+constexpr double kEpsilon = 1e-9;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantities / Resources
+
+Quantities::Quantities(std::initializer_list<std::pair<std::string, double>> init) {
+  for (const auto& [name, value] : init) set(name, value);
+}
+
+double Quantities::get(const std::string& name) const {
+  for (const auto& [n, v] : items_) {
+    if (n == name) return v;
+  }
+  return 0;
+}
+
+void Quantities::set(const std::string& name, double value) {
+  auto it = std::lower_bound(items_.begin(), items_.end(), name,
+                             [](const auto& item, const std::string& n) { return item.first < n; });
+  if (value <= kEpsilon) {
+    if (it != items_.end() && it->first == name) items_.erase(it);
+    return;
+  }
+  if (it != items_.end() && it->first == name) {
+    it->second = value;
+  } else {
+    items_.insert(it, {name, value});
+  }
+}
+
+void Quantities::add(const Quantities& other) {
+  for (const auto& [n, v] : other.items_) set(n, get(n) + v);
+}
+
+void Quantities::subtract(const Quantities& other) {
+  for (const auto& [n, v] : other.items_) set(n, std::max(0.0, get(n) - v));
+}
+
+bool Quantities::contains(const Quantities& other) const {
+  for (const auto& [n, v] : other.items_) {
+    if (get(n) + kEpsilon < v) return false;
+  }
+  return true;
+}
+
+Quantities Quantities::min(const Quantities& other) const {
+  Quantities out;
+  for (const auto& [n, v] : items_) out.set(n, std::min(v, other.get(n)));
+  return out;
+}
+
+bool Quantities::empty() const { return items_.empty(); }
+
+std::string Quantities::to_string() const {
+  std::string out;
+  char buf[64];
+  for (const auto& [n, v] : items_) {
+    if (!out.empty()) out += ';';
+    std::snprintf(buf, sizeof buf, "%g", v);
+    out += n + ":" + buf;
+  }
+  return out;
+}
+
+bool Quantities::operator==(const Quantities& other) const {
+  return contains(other) && other.contains(*this);
+}
+
+void Resources::prune() {
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    it = it->second.empty() ? pools_.erase(it) : std::next(it);
+  }
+}
+
+void Resources::add(const Resources& other) {
+  for (const auto& [role, q] : other.pools_) pools_[role].add(q);
+  prune();
+}
+
+void Resources::subtract(const Resources& other) {
+  for (const auto& [role, q] : other.pools_) {
+    auto it = pools_.find(role);
+    if (it != pools_.end()) it->second.subtract(q);
+  }
+  prune();
+}
+
+bool Resources::contains(const Resources& other) const {
+  for (const auto& [role, q] : other.pools_) {
+    if (q.empty()) continue;
+    auto it = pools_.find(role);
+    if (it == pools_.end() || !it->second.contains(q)) return false;
+  }
+  return true;
+}
+
+bool Resources::empty() const {
+  for (const auto& [role, q] : pools_) {
+    if (!q.empty()) return false;
+  }
+  return true;
+}
+
+Quantities Resources::total() const {
+  Quantities out;
+  for (const auto& [role, q] : pools_) out.add(q);
+  return out;
+}
+
+std::string Resources::to_string() const {
+  std::string out;
+  for (const auto& [role, q] : pools_) {
+    if (q.empty()) continue;
+    if (!out.empty()) out += ' ';
+    out += (role.empty() ? std::string("*") : "reserved(" + role + ")") + "{" + q.to_string() + "}";
+  }
+  return out.empty() ? "{}" : out;
+}
+
+bool Resources::operator==(const Resources& other) const {
+  return contains(other) && other.contains(*this);
+}
+
+bool valid_role(const std::string& role, std::string* why) {
+  auto fail = [&](std::string msg) {
+    if (why) *why = std::move(msg);
+    return false;
+  };
+  if (role == "*") return true;
+  if (role.empty()) return fail("a role must not be empty");
+  if (role.size() > 256) return fail("a role is at most 256 characters");
+  size_t start = 0;
+  while (true) {
+    size_t slash = role.find('/', start);
+    std::string part =
+        role.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (part.empty()) return fail("role '" + role + "' has an empty path component");
+    if (part == "." || part == "..") return fail("role '" + role + "' has a '.' or '..' component");
+    if (part[0] == '-') return fail("role '" + role + "' has a component starting with '-'");
+    if (part == "*") return fail("'*' is only valid as a whole role, not in '" + role + "'");
+    for (unsigned char c : part) {
+      if (c <= 0x20 || c == 0x7f || c == '\\') {
+        return fail("role '" + role + "' contains whitespace, a control character or '\\'");
+      }
+    }
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocator internals
+
+namespace {
+
+struct RoleNode;
+
+struct AgentRec {
+  std::string id;
+  bool present = false;
+  bool active = true;
+  bool dirty = false;
+  Resources total;
+  Resources allocated;
+  // (framework index, role) -> resources allocated to it here.
+  std::map<std::pair<int, std::string>, Resources> allocs;
+  int filter_count = 0;
+};
+
+struct FwRec {
+  std::string id;
+  bool present = false;
+  bool active = true;
+  std::vector<std::string> roles;
+  std::set<std::string> suppressed;
+  std::unordered_map<int, TimePoint> filters;  // agent index -> until
+  std::set<int> agents;                        // agents with allocations
+  std::map<std::string, Quantities> by_role;   // allocated in each role
+  std::map<std::string, double> share;         // cached sort key per role
+};
+
+struct RoleNode {
+  std::string name;  // full path; "" for the root
+  RoleNode* parent = nullptr;
+  std::map<std::string, std::unique_ptr<RoleNode>> children;  // by full name
+  RoleConfig config;
+  Quantities alloc;       // whole subtree
+  Quantities self_alloc;  // frameworks registered in exactly this role
+  int fw_count = 0;       // framework memberships in the subtree
+  double sort_key = 0;    // this node's key in parent->order
+  double self_key = 0;    // the self group's key in this->order
+  // Children (by name) and the self group ("" key) in ascending share.
+  std::set<std::pair<double, std::string>> order;
+  // Frameworks in exactly this role, ascending share.
+  std::set<std::pair<double, int>> fw_order;
+  std::set<int> frameworks;
+};
+
+struct FilterExpiry {
+  TimePoint until;
+  int fw;
+  int agent;
+  bool operator>(const FilterExpiry& o) const { return until > o.until; }
+};
+
+}  // namespace
+
+struct Allocator::Impl {
+  std::vector<AgentRec> agents;
+  std::unordered_map<std::string, int> agent_index;
+  std::vector<FwRec> fws;
+  std::unordered_map<std::string, int> fw_index;
+  RoleNode root;
+  std::unordered_map<std::string, RoleNode*> roles;
+  std::map<std::string, RoleConfig> configs;  // configured roles (weights/quota)
+  Quantities cluster;
+  bool shares_stale = true;
+  std::vector<int> dirty;
+  bool any_dirty = false;
+  int active_fw_count = 0;
+  std::priority_queue<FilterExpiry, std::vector<FilterExpiry>, std::greater<>> expiries;
+  AllocatorStats stats;
+
+  // -- shares --------------------------------------------------------------------------------
+
+  double dominant(const Quantities& q) const {
+    double best = 0;
+    for (const auto& [n, v] : q.items()) {
+      double t = cluster.get(n);
+      if (t > kEpsilon) best = std::max(best, v / t);
+    }
+    return best;
+  }
+
+  RoleNode* role_node(const std::string& role) {
+    auto it = roles.find(role);
+    if (it != roles.end()) return it->second;
+    RoleNode* parent = &root;
+    size_t slash = role == "*" ? std::string::npos : role.rfind('/');
+    if (slash != std::string::npos) parent = role_node(role.substr(0, slash));
+    auto node = std::make_unique<RoleNode>();
+    node->name = role;
+    node->parent = parent;
+    auto cfg = configs.find(role);
+    if (cfg != configs.end()) node->config = cfg->second;
+    RoleNode* raw = node.get();
+    parent->children.emplace(role, std::move(node));
+    roles[role] = raw;
+    raw->sort_key = 0;
+    parent->order.insert({0.0, role});
+    return raw;
+  }
+
+  double node_key(const RoleNode* n) const {
+    return dominant(n->alloc) / std::max(n->config.weight, kEpsilon);
+  }
+  double self_key(const RoleNode* n) const {
+    return dominant(n->self_alloc) / std::max(n->config.weight, kEpsilon);
+  }
+
+  void reposition_fw(int f, const std::string& role) {
+    RoleNode* n = role_node(role);
+    FwRec& fw = fws[f];
+    double old = fw.share[role];
+    double now = dominant(fw.by_role[role]);
+    if (old == now) return;
+    n->fw_order.erase({old, f});
+    n->fw_order.insert({now, f});
+    fw.share[role] = now;
+  }
+
+  void reposition_up(RoleNode* n) {
+    // The self group of n, then n in its parent, and so on up.
+    double sk = self_key(n);
+    if (sk != n->self_key) {
+      if (n->order.erase({n->self_key, ""})) n->order.insert({sk, ""});
+      n->self_key = sk;
+    }
+    for (RoleNode* cur = n; cur->parent != nullptr; cur = cur->parent) {
+      double k = node_key(cur);
+      if (k == cur->sort_key) continue;
+      cur->parent->order.erase({cur->sort_key, cur->name});
+      cur->parent->order.insert({k, cur->name});
+      cur->sort_key = k;
+    }
+  }
+
+  void rebuild_shares() {
+    for (auto& [name, n] : roles) {
+      (void)name;
+      n->order.clear();
+      n->fw_order.clear();
+    }
+    root.order.clear();
+    for (auto& [name, n] : roles) {
+      n->sort_key = node_key(n);
+      n->parent->order.insert({n->sort_key, n->name});
+      n->self_key = self_key(n);
+      if (!n->frameworks.empty()) n->order.insert({n->self_key, ""});
+      for (int f : n->frameworks) {
+        double s = dominant(fws[f].by_role[name]);
+        fws[f].share[name] = s;
+        n->fw_order.insert({s, f});
+      }
+    }
+    shares_stale = false;
+  }
+
+  // Adds `q` (positive) or removes it (negative) from a framework's allocation in a role.
+  void account(int f, const std::string& role, const Quantities& q, bool add) {
+    RoleNode* n = role_node(role);
+    FwRec& fw = fws[f];
+    if (add) {
+      fw.by_role[role].add(q);
+      n->self_alloc.add(q);
+      for (RoleNode* cur = n; cur != nullptr && cur != &root; cur = cur->parent) cur->alloc.add(q);
+    } else {
+      fw.by_role[role].subtract(q);
+      n->self_alloc.subtract(q);
+      for (RoleNode* cur = n; cur != nullptr && cur != &root; cur = cur->parent) {
+        cur->alloc.subtract(q);
+      }
+    }
+    if (!shares_stale) {
+      if (n->frameworks.count(f)) reposition_fw(f, role);
+      reposition_up(n);
+    }
+  }
+
+  void join_role(int f, const std::string& role) {
+    RoleNode* n = role_node(role);
+    if (!n->frameworks.insert(f).second) return;
+    if (n->frameworks.size() == 1 && !shares_stale) n->order.insert({n->self_key, ""});
+    double s = dominant(fws[f].by_role[role]);
+    fws[f].share[role] = s;
+    if (!shares_stale) n->fw_order.insert({s, f});
+    for (RoleNode* cur = n; cur != nullptr; cur = cur->parent) cur->fw_count++;
+  }
+
+  void leave_role(int f, const std::string& role) {
+    RoleNode* n = role_node(role);
+    if (!n->frameworks.erase(f)) return;
+    n->fw_order.erase({fws[f].share[role], f});
+    if (n->frameworks.empty()) n->order.erase({n->self_key, ""});
+    for (RoleNode* cur = n; cur != nullptr; cur = cur->parent) cur->fw_count--;
+  }
+
+  // -- dirtiness -------------------------------------------------------------------------------
+
+  bool has_free(const AgentRec& a) const {
+    for (const auto& [pool, q] : a.total.pools()) {
+      Quantities free = q;
+      auto it = a.allocated.pools().find(pool);
+      if (it != a.allocated.pools().end()) free.subtract(it->second);
+      if (!free.empty()) return true;
+    }
+    return false;
+  }
+
+  void mark_dirty(int a) {
+    AgentRec& rec = agents[a];
+    if (!rec.present || rec.dirty) return;
+    rec.dirty = true;
+    dirty.push_back(a);
+    any_dirty = true;
+  }
+
+  void mark_all_dirty() {
+    for (size_t i = 0; i < agents.size(); ++i) {
+      if (agents[i].present && agents[i].active && has_free(agents[i])) {
+        mark_dirty(static_cast<int>(i));
+      }
+    }
+  }
+
+  void clear_filters(int f) {
+    FwRec& fw = fws[f];
+    for (const auto& [a, until] : fw.filters) {
+      (void)until;
+      agents[a].filter_count--;
+      mark_dirty(a);
+    }
+    fw.filters.clear();
+  }
+
+  // -- allocation ------------------------------------------------------------------------------
+
+  // What `role` may be offered on agent `a` right now: free unreserved resources (clamped by
+  // the quota limits of the role and its ancestors) and free resources reserved for the role or
+  // an ancestor.
+  Resources offerable(const AgentRec& a, const RoleNode* role) const {
+    Resources out;
+    for (const auto& [pool, q] : a.total.pools()) {
+      bool usable = pool.empty();
+      for (const RoleNode* cur = role; !usable && cur != nullptr && cur != &root;
+           cur = cur->parent) {
+        usable = cur->name == pool;
+      }
+      if (!usable) continue;
+      Quantities free = q;
+      auto it = a.allocated.pools().find(pool);
+      if (it != a.allocated.pools().end()) free.subtract(it->second);
+      if (pool.empty()) {
+        for (const RoleNode* cur = role; cur != nullptr && cur != &root; cur = cur->parent) {
+          if (!cur->config.limit) continue;
+          Quantities headroom = *cur->config.limit;
+          headroom.subtract(cur->alloc);
+          // Names the limit does not mention are unlimited.
+          Quantities clamped;
+          for (const auto& [n, v] : free.items()) {
+            bool limited = false;
+            for (const auto& [ln, lv] : cur->config.limit->items()) limited |= ln == n;
+            clamped.set(n, limited ? std::min(v, headroom.get(n)) : v);
+          }
+          free = clamped;
+        }
+      }
+      if (!free.empty()) out.pool(pool) = free;
+    }
+    return out;
+  }
+
+  bool eligible(int f, const std::string& role, int a, TimePoint now) const {
+    const FwRec& fw = fws[f];
+    if (!fw.active || fw.suppressed.count(role)) return false;
+    auto it = fw.filters.find(a);
+    return it == fw.filters.end() || it->second <= now;
+  }
+
+  // Walks `n`'s subtree in share order; returns the first (framework, role node) that may
+  // receive something from agent `a`.
+  std::pair<int, RoleNode*> pick(RoleNode* n, int a, TimePoint now, Resources* offer) {
+    for (const auto& [key, child] : n->order) {
+      (void)key;
+      if (child.empty()) {
+        Resources r = offerable(agents[a], n);
+        if (r.empty()) continue;
+        for (const auto& [share, f] : n->fw_order) {
+          (void)share;
+          if (eligible(f, n->name, a, now)) {
+            *offer = std::move(r);
+            return {f, n};
+          }
+        }
+        continue;
+      }
+      RoleNode* c = n->children.at(child).get();
+      if (c->fw_count == 0) continue;
+      auto found = pick(c, a, now, offer);
+      if (found.first >= 0) return found;
+    }
+    return {-1, nullptr};
+  }
+
+  void give(int a, int f, RoleNode* role, const Resources& r, std::vector<Allocation>* out) {
+    AgentRec& agent = agents[a];
+    agent.allocated.add(r);
+    agent.allocs[{f, role->name}].add(r);
+    fws[f].agents.insert(a);
+    account(f, role->name, r.total(), true);
+    out->push_back(Allocation{agent.id, fws[f].id, role->name, r});
+    stats.allocations++;
+  }
+
+  void expire_filters(TimePoint now) {
+    while (!expiries.empty() && expiries.top().until <= now) {
+      FilterExpiry e = expiries.top();
+      expiries.pop();
+      if (!fws[e.fw].present) continue;
+      auto it = fws[e.fw].filters.find(e.agent);
+      if (it == fws[e.fw].filters.end() || it->second != e.until) continue;
+      fws[e.fw].filters.erase(it);
+      agents[e.agent].filter_count--;
+      mark_dirty(e.agent);
+    }
+  }
+
+  std::vector<Allocation> allocate(TimePoint now) {
+    std::vector<Allocation> out;
+    stats.cycles++;
+    expire_filters(now);
+    if (shares_stale) rebuild_shares();
+    if (!any_dirty) return out;
+    std::vector<int> examine;
+    examine.swap(dirty);
+    any_dirty = false;
+    for (int a : examine) agents[a].dirty = false;
+
+    // Roles with an unsatisfied guarantee go first (quota pass), then everyone (fair pass).
+    std::vector<RoleNode*> quota_roles;
+    for (auto& [name, n] : roles) {
+      (void)name;
+      if (!n->config.guarantee.empty() && n->fw_count > 0 &&
+          !n->alloc.contains(n->config.guarantee)) {
+        quota_roles.push_back(n);
+      }
+    }
+    for (int a : examine) {
+      AgentRec& agent = agents[a];
+      if (!agent.present || !agent.active) continue;
+      stats.agents_examined++;
+      if (active_fw_count > 0 && agent.filter_count >= active_fw_count) continue;
+      if (!quota_roles.empty()) {
+        std::sort(quota_roles.begin(), quota_roles.end(),
+                  [](const RoleNode* x, const RoleNode* y) { return x->sort_key < y->sort_key; });
+        for (RoleNode* q : quota_roles) {
+          if (q->alloc.contains(q->config.guarantee)) continue;
+          Resources offer;
+          auto [f, role] = pick(q, a, now, &offer);
+          if (f >= 0) {
+            give(a, f, role, offer, &out);
+            break;
+          }
+        }
+      }
+      // Whatever is left on the agent goes to the lowest share (another framework, or the
+      // same one in another role, may still take the reserved part).
+      for (int round = 0; round < 4; ++round) {
+        Resources offer;
+        auto [f, role] = pick(&root, a, now, &offer);
+        if (f < 0) break;
+        give(a, f, role, offer, &out);
+        if (!has_free(agent)) break;
+      }
+    }
+    return out;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Allocator
+
+Allocator::Allocator() : impl_(std::make_unique<Impl>()) {}
+Allocator::~Allocator() = default;
+
+void Allocator::add_agent(const std::string& agent_id, const Resources& total) {
+  auto& m = *impl_;
+  if (m.agent_index.count(agent_id)) {
+    update_agent_total(agent_id, total);
+    return;
+  }
+  int a = static_cast<int>(m.agents.size());
+  m.agents.emplace_back();
+  AgentRec& rec = m.agents.back();
+  rec.id = agent_id;
+  rec.present = true;
+  rec.total = total;
+  m.agent_index[agent_id] = a;
+  m.cluster.add(total.total());
+  m.shares_stale = true;
+  m.mark_dirty(a);
+}
+
+void Allocator::remove_agent(const std::string& agent_id) {
+  auto& m = *impl_;
+  auto it = m.agent_index.find(agent_id);
+  if (it == m.agent_index.end()) return;
+  int a = it->second;
+  AgentRec& rec = m.agents[a];
+  for (const auto& [key, r] : rec.allocs) {
+    m.account(key.first, key.second, r.total(), false);
+    m.fws[key.first].agents.erase(a);
+  }
+  for (auto& fw : m.fws) {
+    if (fw.filters.erase(a)) rec.filter_count--;
+  }
+  m.cluster.subtract(rec.total.total());
+  rec = AgentRec{};
+  m.agent_index.erase(it);
+  m.shares_stale = true;
+}
+
+void Allocator::update_agent_total(const std::string& agent_id, const Resources& total) {
+  auto& m = *impl_;
+  auto it = m.agent_index.find(agent_id);
+  if (it == m.agent_index.end()) return add_agent(agent_id, total);
+  AgentRec& rec = m.agents[it->second];
+  m.cluster.subtract(rec.total.total());
+  rec.total = total;
+  // Never below what is allocated: keep the allocation accounted until recovered.
+  for (const auto& [pool, q] : rec.allocated.pools()) {
+    Quantities& t = rec.total.pool(pool);
+    for (const auto& [n, v] : q.items()) t.set(n, std::max(t.get(n), v));
+  }
+  m.cluster.add(rec.total.total());
+  m.shares_stale = true;
+  m.mark_dirty(it->second);
+}
+
+void Allocator::set_agent_active(const std::string& agent_id, bool active) {
+  auto& m = *impl_;
+  auto it = m.agent_index.find(agent_id);
+  if (it == m.agent_index.end()) return;
+  m.agents[it->second].active = active;
+  if (active) m.mark_dirty(it->second);
+}
+
+bool Allocator::has_agent(const std::string& agent_id) const {
+  return impl_->agent_index.count(agent_id) > 0;
+}
+
+void Allocator::add_framework(const std::string& framework_id,
+                              const std::vector<std::string>& roles, bool active) {
+  auto& m = *impl_;
+  if (m.fw_index.count(framework_id)) {
+    update_framework_roles(framework_id, roles);
+    set_framework_active(framework_id, active);
+    return;
+  }
+  int f = static_cast<int>(m.fws.size());
+  m.fws.emplace_back();
+  FwRec& fw = m.fws.back();
+  fw.id = framework_id;
+  fw.present = true;
+  fw.active = active;
+  fw.roles = roles;
+  m.fw_index[framework_id] = f;
+  for (const auto& r : roles) m.join_role(f, r);
+  if (active) m.active_fw_count++;
+  m.mark_all_dirty();
+}
+
+void Allocator::remove_framework(const std::string& framework_id) {
+  auto& m = *impl_;
+  auto it = m.fw_index.find(framework_id);
+  if (it == m.fw_index.end()) return;
+  int f = it->second;
+  FwRec& fw = m.fws[f];
+  m.clear_filters(f);
+  for (int a : std::set<int>(fw.agents)) {
+    AgentRec& agent = m.agents[a];
+    for (auto ai = agent.allocs.begin(); ai != agent.allocs.end();) {
+      if (ai->first.first != f) {
+        ++ai;
+        continue;
+      }
+      agent.allocated.subtract(ai->second);
+      m.account(f, ai->first.second, ai->second.total(), false);
+      ai = agent.allocs.erase(ai);
+    }
+    m.mark_dirty(a);
+  }
+  for (const auto& r : fw.roles) m.leave_role(f, r);
+  if (fw.active) m.active_fw_count--;
+  fw = FwRec{};
+  m.fw_index.erase(it);
+}
+
+void Allocator::update_framework_roles(const std::string& framework_id,
+                                       const std::vector<std::string>& roles) {
+  auto& m = *impl_;
+  auto it = m.fw_index.find(framework_id);
+  if (it == m.fw_index.end()) return;
+  int f = it->second;
+  for (const auto& r : m.fws[f].roles) {
+    if (std::find(roles.begin(), roles.end(), r) == roles.end()) m.leave_role(f, r);
+  }
+  for (const auto& r : roles) m.join_role(f, r);
+  m.fws[f].roles = roles;
+  m.mark_all_dirty();
+}
+
+void Allocator::set_framework_active(const std::string& framework_id, bool active) {
+  auto& m = *impl_;
+  auto it = m.fw_index.find(framework_id);
+  if (it == m.fw_index.end()) return;
+  FwRec& fw = m.fws[it->second];
+  if (fw.active == active) return;
+  fw.active = active;
+  if (active) {
+    m.active_fw_count++;
+    m.mark_all_dirty();
+  } else {
+    m.active_fw_count--;
+    m.clear_filters(it->second);
+  }
+}
+
+bool Allocator::has_framework(const std::string& framework_id) const {
+  return impl_->fw_index.count(framework_id) > 0;
+}
+
+void Allocator::suppress(const std::string& framework_id, const std::vector<std::string>& roles) {
+  auto& m = *impl_;
+  auto it = m.fw_index.find(framework_id);
+  if (it == m.fw_index.end()) return;
+  FwRec& fw = m.fws[it->second];
+  for (const auto& r : roles.empty() ? fw.roles : roles) fw.suppressed.insert(r);
+}
+
+void Allocator::revive(const std::string& framework_id, const std::vector<std::string>& roles) {
+  auto& m = *impl_;
+  auto it = m.fw_index.find(framework_id);
+  if (it == m.fw_index.end()) return;
+  FwRec& fw = m.fws[it->second];
+  for (const auto& r : roles.empty() ? fw.roles : roles) fw.suppressed.erase(r);
+  m.clear_filters(it->second);
+  m.mark_all_dirty();
+}
+
+void Allocator::track_used(const std::string& agent_id, const std::string& framework_id,
+                           const std::string& role, const Resources& resources) {
+  auto& m = *impl_;
+  auto ai = m.agent_index.find(agent_id);
+  auto fi = m.fw_index.find(framework_id);
+  if (ai == m.agent_index.end() || fi == m.fw_index.end()) return;
+  AgentRec& agent = m.agents[ai->second];
+  agent.allocated.add(resources);
+  // Keep the total at least what is used (a task found on an agent is real).
+  for (const auto& [pool, q] : agent.allocated.pools()) {
+    Quantities& t = agent.total.pool(pool);
+    for (const auto& [n, v] : q.items()) {
+      if (t.get(n) < v) {
+        m.cluster.add(Quantities{{n, v - t.get(n)}});
+        t.set(n, v);
+        m.shares_stale = true;
+      }
+    }
+  }
+  agent.allocs[{fi->second, role}].add(resources);
+  m.fws[fi->second].agents.insert(ai->second);
+  m.account(fi->second, role, resources.total(), true);
+}
+
+void Allocator::recover(const std::string& agent_id, const std::string& framework_id,
+                        const std::string& role, const Resources& resources, TimePoint now,
+                        std::chrono::duration<double> refuse) {
+  auto& m = *impl_;
+  auto ai = m.agent_index.find(agent_id);
+  auto fi = m.fw_index.find(framework_id);
+  if (ai == m.agent_index.end() || fi == m.fw_index.end()) return;
+  int a = ai->second;
+  int f = fi->second;
+  AgentRec& agent = m.agents[a];
+  auto key = std::make_pair(f, role);
+  auto alloc = agent.allocs.find(key);
+  if (alloc == agent.allocs.end()) return;
+  // Never recover more than was allocated to this framework here.
+  Resources taken;
+  for (const auto& [pool, q] : resources.pools()) {
+    auto have = alloc->second.pools().find(pool);
+    if (have == alloc->second.pools().end()) continue;
+    taken.pool(pool) = q.min(have->second);
+  }
+  alloc->second.subtract(taken);
+  if (alloc->second.empty()) agent.allocs.erase(alloc);
+  bool still_here = false;
+  for (const auto& [k, r] : agent.allocs) still_here |= k.first == f;
+  if (!still_here) m.fws[f].agents.erase(a);
+  agent.allocated.subtract(taken);
+  m.account(f, role, taken.total(), false);
+  if (refuse.count() > 0 && m.fws[f].active) {
+    auto until = now + std::chrono::duration_cast<AllocatorClock::duration>(refuse);
+    auto [it, inserted] = m.fws[f].filters.emplace(a, until);
+    if (inserted) {
+      agent.filter_count++;
+    } else {
+      it->second = std::max(it->second, until);
+    }
+    m.expiries.push({it->second, f, a});
+  }
+  m.mark_dirty(a);
+}
+
+bool Allocator::reserve(const std::string& agent_id, const std::string& role,
+                        const Quantities& amount, const std::string& framework_id) {
+  auto& m = *impl_;
+  auto ai = m.agent_index.find(agent_id);
+  if (ai == m.agent_index.end() || role.empty()) return false;
+  AgentRec& agent = m.agents[ai->second];
+  Resources from{amount};
+  if (framework_id.empty()) {
+    Resources free = agent.total;
+    free.subtract(agent.allocated);
+    if (!free.contains(from)) return false;
+  } else {
+    auto fi = m.fw_index.find(framework_id);
+    if (fi == m.fw_index.end()) return false;
+    bool moved = false;
+    for (auto& [key, r] : agent.allocs) {
+      if (key.first != fi->second || !r.contains(from)) continue;
+      r.subtract(from);
+      r.pool(role).add(amount);
+      agent.allocated.subtract(from);
+      agent.allocated.pool(role).add(amount);
+      moved = true;
+      break;
+    }
+    if (!moved) return false;
+  }
+  agent.total.subtract(from);
+  agent.total.pool(role).add(amount);
+  m.mark_dirty(ai->second);
+  return true;
+}
+
+bool Allocator::unreserve(const std::string& agent_id, const std::string& role,
+                          const Quantities& amount, const std::string& framework_id) {
+  auto& m = *impl_;
+  auto ai = m.agent_index.find(agent_id);
+  if (ai == m.agent_index.end() || role.empty()) return false;
+  AgentRec& agent = m.agents[ai->second];
+  Resources from;
+  from.pool(role) = amount;
+  if (framework_id.empty()) {
+    Resources free = agent.total;
+    free.subtract(agent.allocated);
+    if (!free.contains(from)) return false;
+  } else {
+    auto fi = m.fw_index.find(framework_id);
+    if (fi == m.fw_index.end()) return false;
+    bool moved = false;
+    for (auto& [key, r] : agent.allocs) {
+      if (key.first != fi->second || !r.contains(from)) continue;
+      r.subtract(from);
+      r.pool("").add(amount);
+      agent.allocated.subtract(from);
+      agent.allocated.pool("").add(amount);
+      moved = true;
+      break;
+    }
+    if (!moved) return false;
+  }
+  agent.total.subtract(from);
+  agent.total.pool("").add(amount);
+  m.mark_dirty(ai->second);
+  return true;
+}
+
+void Allocator::set_role_config(const std::string& role, const RoleConfig& config) {
+  auto& m = *impl_;
+  m.configs[role] = config;
+  m.role_node(role)->config = config;
+  m.shares_stale = true;
+  m.mark_all_dirty();
+}
+
+RoleConfig Allocator::role_config(const std::string& role) const {
+  auto it = impl_->configs.find(role);
+  return it == impl_->configs.end() ? RoleConfig{} : it->second;
+}
+
+std::vector<Allocation> Allocator::allocate(TimePoint now) { return impl_->allocate(now); }
+
+void Allocator::mark_all_dirty() { impl_->mark_all_dirty(); }
+
+bool Allocator::has_pending_work() const { return impl_->any_dirty; }
+
+Resources Allocator::agent_total(const std::string& agent_id) const {
+  auto it = impl_->agent_index.find(agent_id);
+  return it == impl_->agent_index.end() ? Resources{} : impl_->agents[it->second].total;
+}
+
+Resources Allocator::agent_allocated(const std::string& agent_id) const {
+  auto it = impl_->agent_index.find(agent_id);
+  return it == impl_->agent_index.end() ? Resources{} : impl_->agents[it->second].allocated;
+}
+
+Resources Allocator::framework_allocated(const std::string& framework_id) const {
+  Resources out;
+  auto it = impl_->fw_index.find(framework_id);
+  if (it == impl_->fw_index.end()) return out;
+  for (int a : impl_->fws[it->second].agents) {
+    for (const auto& [key, r] : impl_->agents[a].allocs) {
+      if (key.first == it->second) out.add(r);
+    }
+  }
+  return out;
+}
+
+Quantities Allocator::role_allocated(const std::string& role) const {
+  auto it = impl_->roles.find(role);
+  return it == impl_->roles.end() ? Quantities{} : it->second->alloc;
+}
+
+Quantities Allocator::cluster_total() const { return impl_->cluster; }
+
+double Allocator::role_share(const std::string& role) const {
+  auto it = impl_->roles.find(role);
+  return it == impl_->roles.end() ? 0.0 : impl_->node_key(it->second);
+}
+
+std::vector<std::string> Allocator::known_roles() const {
+  std::vector<std::string> out;
+  for (const auto& [name, n] : impl_->roles) {
+    (void)n;
+    out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+AllocatorStats Allocator::stats() const {
+  AllocatorStats s = impl_->stats;
+  s.filters_active = 0;
+  for (const auto& fw : impl_->fws) s.filters_active += fw.filters.size();
+  return s;
+}
+
+std::string Allocator::check_invariants() const {
+  const auto& m = *impl_;
+  std::map<int, std::map<std::string, Quantities>> fw_sums;
+  for (const auto& agent : m.agents) {
+    if (!agent.present) continue;
+    if (!agent.total.contains(agent.allocated)) {
+      return "agent " + agent.id + ": allocated " + agent.allocated.to_string() +
+             " exceeds total " + agent.total.to_string();
+    }
+    Resources sum;
+    for (const auto& [key, r] : agent.allocs) {
+      sum.add(r);
+      fw_sums[key.first][key.second].add(r.total());
+      if (!m.fws[key.first].present)
+        return "agent " + agent.id + ": allocation to a removed framework";
+    }
+    if (!(sum == agent.allocated)) {
+      return "agent " + agent.id + ": allocated " + agent.allocated.to_string() +
+             " but frameworks hold " + sum.to_string();
+    }
+  }
+  std::map<std::string, Quantities> role_sums;
+  for (size_t f = 0; f < m.fws.size(); ++f) {
+    const FwRec& fw = m.fws[f];
+    if (!fw.present) continue;
+    for (const auto& [role, q] : fw.by_role) {
+      if (!(q == fw_sums[static_cast<int>(f)][role])) {
+        return "framework " + fw.id + " role " + role + ": accounted " + q.to_string() +
+               " but agents hold " + fw_sums[static_cast<int>(f)][role].to_string();
+      }
+      for (const RoleNode* n = m.roles.at(role); n != nullptr && n != &m.root; n = n->parent) {
+        role_sums[n->name].add(q);
+      }
+    }
+  }
+  for (const auto& [name, n] : m.roles) {
+    if (!(n->alloc == role_sums[name])) {
+      return "role " + name + ": accounted " + n->alloc.to_string() + " but frameworks hold " +
+             role_sums[name].to_string();
+    }
+  }
+  return "";
+}
+
+}  // namespace corral::master
