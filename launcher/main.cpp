@@ -3,6 +3,8 @@
 // with the task's exit code (128 + signal when it was killed by one).
 #include <CLI/CLI.hpp>
 
+#include <fcntl.h>
+
 #include <cstdio>
 #include <optional>
 
@@ -41,13 +43,24 @@ int main(int argc, char** argv) {
   std::optional<int> spec_fd;
   std::string init_path;
   bool check = false;
+  std::optional<int> ready_fd;
   auto* file_opt = app.add_option("--spec", spec_path, "sandbox spec file (JSON)");
   auto* fd_opt = app.add_option("--spec-fd", spec_fd, "read the spec from this file descriptor");
   file_opt->excludes(fd_opt);
   app.add_option("--init", init_path,
                  "the corral-launcher-init helper (default: beside this binary)");
+  app.add_option("--ready-fd", ready_fd,
+                 "an inherited pipe end that is closed once the task has exec'd (the caller reads "
+                 "EOF; if the launcher failed instead, the exit status file says why)");
   app.add_flag("--check", check, "validate the spec, print it with defaults filled in, and exit");
   CLI11_PARSE(app, argc, argv);
+  // The ready fd must not outlive the exec of the supervisor (nor reach the task): close-on-exec
+  // turns "every copy closed" into "the task and its supervisor have exec'd".
+  if (ready_fd && ::fcntl(*ready_fd, F_SETFD, FD_CLOEXEC) != 0) {
+    std::fprintf(stderr, "corral-launcher: --ready-fd %d is not an open file descriptor\n",
+                 *ready_fd);
+    return corral::launcher::kExitUsage;
+  }
 
   corral::Result<std::string> text = std::string();
   if (spec_fd) {

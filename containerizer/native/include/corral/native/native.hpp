@@ -1,0 +1,61 @@
+#pragma once
+// The native containerizer: runs a task with Corral's own isolators. Per container it creates a
+// cgroup (through a CgroupManager, when the host has cgroup v2), writes a SandboxSpec and execs
+// `corral-launcher --spec`, which builds the namespaces and stays as the task's supervisor. The
+// launcher runs in its own session, so it survives the agent (crash, restart, upgrade);
+// recover() finds it again by pid + start time and reads its exit status file if it ended
+// while the agent was away.
+//
+// Task -> sandbox mapping (docs/agent.md has the table): CommandInfo.shell (default true) runs
+// `/bin/sh -c value`, otherwise `value` with `arguments` as argv; CommandInfo.environment is
+// added to the agent's variables; tasks that hold `ports` resources share the host's network
+// (until per-task networks exist), others get a private network namespace with loopback only.
+
+#include <memory>
+#include <string>
+
+#include "corral/containerizer/containerizer.hpp"
+#include "corral/isolator/cgroup.hpp"
+#include "corral/isolator/sandbox_spec.hpp"
+
+namespace corral::native {
+
+struct NativeOptions {
+  // corral-launcher; its corral-launcher-init must sit beside it.
+  std::string launcher_path;
+  // Null: resource limits are not enforced (the policy allowed running without cgroup v2; the
+  // agent says so loudly). Shared with the agent, which reports the backend in its state.
+  std::shared_ptr<isolator::CgroupManager> cgroups;
+  // User namespace for every task (policy [user_namespace]); absent = none.
+  std::optional<isolator::UserNamespaceSpec> user_namespace;
+  // Wait at most this long for the launcher to start the task.
+  std::chrono::milliseconds launch_timeout{std::chrono::seconds(60)};
+  // Output rotation of the task's stdout/stderr files.
+  uint64_t output_max_bytes = 10ull << 20;
+  uint32_t output_keep = 3;
+};
+
+// What recover() needs, as launch() checkpoints it (also readable by operators in the agent's
+// state: "pid", "start_time", "cgroup", "exit_status_path").
+struct NativeCheckpoint {
+  pid_t pid = -1;
+  uint64_t start_time = 0;  // /proc/<pid>/stat field 22: tells a reused pid from ours
+  std::string cgroup;       // host path of the task cgroup, empty without cgroups
+  std::string exit_status_path;
+  std::string run_dir;
+};
+nlohmann::json to_json(const NativeCheckpoint& c);
+Result<NativeCheckpoint> native_checkpoint_from_json(const nlohmann::json& j);
+
+// The SandboxSpec for a launch request (pure; exposed for tests).
+Result<isolator::SandboxSpec> sandbox_spec_for(const containerizer::LaunchRequest& request,
+                                               const NativeOptions& options,
+                                               const std::string& cgroup_dir);
+
+// Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22).
+Result<uint64_t> process_start_time(pid_t pid);
+
+Result<std::unique_ptr<containerizer::Containerizer>> open_native_containerizer(
+    NativeOptions options);
+
+}  // namespace corral::native
