@@ -265,6 +265,15 @@ Result<void> enter_sandbox_root(const SandboxSpec& spec) {
 
   if (spec.rootfs.mode == RootfsMode::host) {
     CORRAL_TRY(setup_host_root(spec));
+  } else if (spec.rootfs.mode == RootfsMode::overlay) {
+    // Mounted in this (the task's) mount namespace only: it goes away with the task.
+    std::string lower;
+    for (const auto& d : spec.rootfs.lower_dirs) {
+      lower += (lower.empty() ? "" : ":") + std::string(kOld) + d;
+    }
+    CORRAL_TRY(do_mount("overlay", kNew, "overlay", MS_NODEV,
+                        "lowerdir=" + lower + ",upperdir=" + kOld + spec.rootfs.upper_dir +
+                            ",workdir=" + kOld + spec.rootfs.work_dir));
   } else {
     CORRAL_TRY(do_mount(std::string(kOld) + spec.rootfs.path, kNew, nullptr, MS_BIND | MS_REC));
   }

@@ -173,7 +173,9 @@ Result<void> read_output(ObjectReader& r, const std::string& key, OutputSpec* ou
   return o.finish();
 }
 
-const char* rootfs_mode_name(RootfsMode m) { return m == RootfsMode::host ? "host" : "dir"; }
+const char* rootfs_mode_name(RootfsMode m) {
+  return m == RootfsMode::host ? "host" : m == RootfsMode::dir ? "dir" : "overlay";
+}
 
 const char* seccomp_mode_name(SeccompMode m) {
   switch (m) {
@@ -280,6 +282,40 @@ Result<void> validate(const SandboxSpec& spec) {
     }
   } else if (!spec.rootfs.path.empty()) {
     return field_error("rootfs.path", "is only used with mode \"dir\"");
+  }
+  if (spec.rootfs.mode == RootfsMode::overlay) {
+    if (spec.rootfs.lower_dirs.empty()) {
+      return field_error("rootfs.lower_dirs", "must name at least one layer directory");
+    }
+    size_t option_bytes = 0;
+    for (size_t i = 0; i < spec.rootfs.lower_dirs.size(); ++i) {
+      const auto& d = spec.rootfs.lower_dirs[i];
+      const std::string f = "rootfs.lower_dirs[" + std::to_string(i) + "]";
+      CORRAL_TRY(check_path(f, d));
+      // overlayfs separates lower dirs with ':' and escapes with ','; refuse rather than escape.
+      if (d == "/" || d.find_first_of(":,\\") != std::string::npos) {
+        return field_error(f, "must not be '/' or contain ':', ',' or '\\'");
+      }
+      option_bytes += d.size() + 10;
+    }
+    for (auto [field, path] : {std::pair{"rootfs.upper_dir", &spec.rootfs.upper_dir},
+                               std::pair{"rootfs.work_dir", &spec.rootfs.work_dir}}) {
+      CORRAL_TRY(check_path(field, *path));
+      if (*path == "/" || path->find_first_of(":,\\") != std::string::npos) {
+        return field_error(field, "must not be '/' or contain ':', ',' or '\\'");
+      }
+      option_bytes += path->size() + 10;
+    }
+    if (option_bytes > 4000) {
+      return field_error("rootfs.lower_dirs",
+                         "the overlay mount options would exceed a page (too many or too long "
+                         "layer paths); use shorter store paths or flatten the image");
+    }
+  } else if (!spec.rootfs.lower_dirs.empty() || !spec.rootfs.upper_dir.empty() ||
+             !spec.rootfs.work_dir.empty()) {
+    return field_error("rootfs.lower_dirs",
+                       "lower_dirs, upper_dir and work_dir are only used "
+                       "with mode \"overlay\"");
   }
   for (size_t i = 0; i < spec.rootfs.host_etc.size(); ++i) {
     const auto& e = spec.rootfs.host_etc[i];
@@ -408,9 +444,15 @@ Result<SandboxSpec> sandbox_spec_from_json(const json& j) {
       spec.rootfs.mode = RootfsMode::host;
     } else if (mode == "dir") {
       spec.rootfs.mode = RootfsMode::dir;
+    } else if (mode == "overlay") {
+      spec.rootfs.mode = RootfsMode::overlay;
     } else {
-      return field_error("rootfs.mode", "must be \"host\" or \"dir\" (got '" + mode + "')");
+      return field_error("rootfs.mode",
+                         "must be \"host\", \"dir\" or \"overlay\" (got '" + mode + "')");
     }
+    CORRAL_TRY(f.read("lower_dirs", &spec.rootfs.lower_dirs));
+    CORRAL_TRY(f.read("upper_dir", &spec.rootfs.upper_dir));
+    CORRAL_TRY(f.read("work_dir", &spec.rootfs.work_dir));
     CORRAL_TRY(f.read("path", &spec.rootfs.path));
     CORRAL_TRY(f.read("readonly", &spec.rootfs.readonly));
     CORRAL_TRY(f.read("host_etc", &spec.rootfs.host_etc));
@@ -549,6 +591,11 @@ json to_json(const SandboxSpec& spec) {
                  {"tmp_size_bytes", spec.rootfs.tmp_size_bytes},
                  {"shm_size_bytes", spec.rootfs.shm_size_bytes}};
   if (spec.rootfs.mode == RootfsMode::dir) rootfs["path"] = spec.rootfs.path;
+  if (spec.rootfs.mode == RootfsMode::overlay) {
+    rootfs["lower_dirs"] = spec.rootfs.lower_dirs;
+    rootfs["upper_dir"] = spec.rootfs.upper_dir;
+    rootfs["work_dir"] = spec.rootfs.work_dir;
+  }
   j["rootfs"] = rootfs;
   j["sandbox_dir"] = spec.sandbox_dir;
   j["sandbox_mount"] = spec.sandbox_mount;

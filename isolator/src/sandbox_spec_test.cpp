@@ -148,3 +148,44 @@ TEST(Rlimits, NamesResolve) {
 
 }  // namespace
 }  // namespace corral::isolator
+
+namespace corral::isolator {
+namespace {
+
+TEST(SandboxSpecOverlay, RoundTripsThroughJson) {
+  json j = minimal();
+  j["rootfs"] = {{"mode", "overlay"},
+                 {"lower_dirs", {"/var/lib/corral/images/layers/b/root", "/l/a/root"}},
+                 {"upper_dir", "/var/lib/corral/run/t1/upper"},
+                 {"work_dir", "/var/lib/corral/run/t1/work"}};
+  auto first = sandbox_spec_from_json(j);
+  ASSERT_TRUE(first.ok()) << first.error().to_string();
+  EXPECT_EQ(first->rootfs.mode, RootfsMode::overlay);
+  ASSERT_EQ(first->rootfs.lower_dirs.size(), 2u);
+  EXPECT_EQ(first->rootfs.lower_dirs[0], "/var/lib/corral/images/layers/b/root");
+  auto second = sandbox_spec_from_json(to_json(*first));
+  ASSERT_TRUE(second.ok()) << second.error().to_string();
+  EXPECT_EQ(to_json(*first), to_json(*second));
+  EXPECT_EQ(second->rootfs.upper_dir, "/var/lib/corral/run/t1/upper");
+}
+
+TEST(SandboxSpecOverlay, ErrorsNameTheField) {
+  json j = minimal();
+  j["rootfs"] = {{"mode", "overlay"}, {"upper_dir", "/u"}, {"work_dir", "/w"}};
+  EXPECT_THAT(error_of(j), HasSubstr("rootfs.lower_dirs"));
+  j["rootfs"]["lower_dirs"] = {"relative/layer"};
+  EXPECT_THAT(error_of(j), HasSubstr("rootfs.lower_dirs[0]"));
+  j["rootfs"]["lower_dirs"] = {"/a:b"};
+  EXPECT_THAT(error_of(j), HasSubstr("':'"));
+  j["rootfs"]["lower_dirs"] = {"/l"};
+  j["rootfs"].erase("work_dir");
+  EXPECT_THAT(error_of(j), HasSubstr("rootfs.work_dir"));
+  json d = minimal();
+  d["rootfs"] = {{"mode", "dir"}, {"path", "/srv/root"}, {"upper_dir", "/u"}};
+  EXPECT_THAT(error_of(d), HasSubstr("only used with mode \"overlay\""));
+  d["rootfs"] = {{"mode", "overlay2"}};
+  EXPECT_THAT(error_of(d), HasSubstr("\"overlay\""));
+}
+
+}  // namespace
+}  // namespace corral::isolator

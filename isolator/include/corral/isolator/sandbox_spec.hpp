@@ -39,12 +39,19 @@ struct NamespacesSpec {
 enum class RootfsMode {
   host,  // the host's /usr, /lib*, /bin, /sbin and selected /etc files, read-only
   dir,   // a prepared root filesystem directory (an image's), entered with pivot_root
+  // overlayfs of an image's read-only layer dirs (lower_dirs) and a per-task upper_dir and
+  // work_dir, mounted inside the task's mount namespace (it vanishes with the task), then
+  // entered like dir mode. upper_dir and work_dir: existing, empty, same file system.
+  overlay,
 };
 
 struct RootfsSpec {
   RootfsMode mode = RootfsMode::host;
   std::string path;       // dir mode: host path of the root filesystem
-  bool readonly = false;  // dir mode: mount the rootfs read-only (host mode always is)
+  bool readonly = false;  // dir/overlay mode: mount the rootfs read-only (host mode always is)
+  std::vector<std::string> lower_dirs;  // overlay mode: host paths, TOP layer first
+  std::string upper_dir;                // overlay mode: host path, the task's writable layer
+  std::string work_dir;                 // overlay mode: host path, overlayfs's work dir
   // host mode: files and directories under /etc bound read-only into the sandbox (when present).
   std::vector<std::string> host_etc;
   uint64_t tmp_size_bytes = 64ull << 20;  // size of the private /tmp (tmpfs)
