@@ -1,5 +1,6 @@
 #include "corral/isolator/policy.hpp"
 
+#include <fnmatch.h>
 #include <pwd.h>
 
 #include <algorithm>
@@ -150,6 +151,58 @@ void read_section(ConfigTable t, PolicySection* s) {
     set_rule(&s->allow_writable_volumes, b, vol.location("allow_writable"));
 }
 
+void read_docker(ConfigTable t, DockerPolicy* d) {
+  std::string text;
+  if (t.get("socket", &text)) {
+    const bool tcp = !text.empty() && text[0] != '/' && text.find(':') != std::string::npos;
+    if ((text.empty() || text[0] != '/' || text.find("/../") != std::string::npos) && !tcp) {
+      t.fail("socket", "must be an absolute path to dockerd's unix socket or \"host:port\"");
+    } else {
+      d->socket = {text, t.location("socket")};
+    }
+  }
+  std::vector<std::string> list;
+  if (t.get("delegate_images", &list)) {
+    bool ok = true;
+    for (const auto& pattern : list) {
+      if (pattern.empty() || pattern.size() > 512) {
+        t.fail("delegate_images", "patterns must be 1 to 512 characters");
+        ok = false;
+      }
+    }
+    if (ok) d->delegate_images = {list, t.location("delegate_images")};
+  }
+  if (t.get("networks", &list)) {
+    bool ok = true;
+    for (const auto& n : list) {
+      if (n != "none" && n != "host" && n != "bridge" && n != "user") {
+        t.fail("networks", "\"" + n + "\" is not a network mode (none, host, bridge, user)");
+        ok = false;
+      }
+    }
+    if (ok) d->networks = {list, t.location("networks")};
+  }
+  bool b = false;
+  if (t.get("allow_privileged", &b)) d->allow_privileged = {b, t.location("allow_privileged")};
+  if (t.get("devices", &list)) {
+    bool ok = true;
+    for (const auto& dev : list) {
+      if (dev.rfind("/dev/", 0) != 0 || dev.find("..") != std::string::npos) {
+        t.fail("devices", "\"" + dev + "\" must be a path under /dev/ without \"..\"");
+        ok = false;
+      }
+    }
+    if (ok) d->devices = {list, t.location("devices")};
+  }
+  if (t.get("config", &text)) {
+    if (!text.empty() && (text[0] != '/' || text.find("..") != std::string::npos)) {
+      t.fail("config", "must be an absolute path to a Docker config.json (or \"\")");
+    } else {
+      d->config = {text, t.location("config")};
+    }
+  }
+}
+
 Result<void> read_file_into(Policy* policy, ConfigFile file) {
   ConfigTable root = file.root();
   read_section(root, &policy->base);
@@ -165,6 +218,7 @@ Result<void> read_file_into(Policy* policy, ConfigFile file) {
   if (userns.get_int("subuid_count", &n, 1, 4294967295LL)) {
     policy->userns_count = {static_cast<uint64_t>(n), userns.location("subuid_count")};
   }
+  read_docker(root.table("docker"), &policy->docker);
   ConfigTable roles = root.table("role");
   static const std::regex kRole("^[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)*$");
   for (const std::string& name : roles.keys()) {
@@ -215,6 +269,15 @@ void overlay(Policy* b, const Policy& o) {
   b->userns_enabled = o.userns_enabled.origin == kBuiltin ? b->userns_enabled : o.userns_enabled;
   b->userns_start = o.userns_start.origin == kBuiltin ? b->userns_start : o.userns_start;
   b->userns_count = o.userns_count.origin == kBuiltin ? b->userns_count : o.userns_count;
+  auto keep = [](auto* base, const auto& over) {
+    if (over.origin != kBuiltin) *base = over;
+  };
+  keep(&b->docker.socket, o.docker.socket);
+  keep(&b->docker.delegate_images, o.docker.delegate_images);
+  keep(&b->docker.networks, o.docker.networks);
+  keep(&b->docker.allow_privileged, o.docker.allow_privileged);
+  keep(&b->docker.devices, o.docker.devices);
+  keep(&b->docker.config, o.docker.config);
 }
 
 // A fresh policy with nothing set, to read one file into before overlaying it.
@@ -299,6 +362,14 @@ std::string format_bytes(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.0f%s", v, kUnits[u]);
   return buf;
+}
+
+bool docker_delegates_image(const DockerPolicy& policy, const std::string& image) {
+  if (image.empty()) return false;
+  for (const auto& pattern : policy.delegate_images.value) {
+    if (::fnmatch(pattern.c_str(), image.c_str(), 0) == 0) return true;
+  }
+  return false;
 }
 
 Policy builtin_policy() {
@@ -635,6 +706,15 @@ nlohmann::json policy_to_json(const Policy& p) {
                                          {"origin", p.userns_start.origin}};
   j["user_namespace"]["subuid_count"] = {{"value", p.userns_count.value},
                                          {"origin", p.userns_count.origin}};
+  auto docker = [&](const char* key, const auto& rule) {
+    j["docker"][key] = {{"value", rule.value}, {"origin", rule.origin}};
+  };
+  docker("socket", p.docker.socket);
+  docker("delegate_images", p.docker.delegate_images);
+  docker("networks", p.docker.networks);
+  docker("allow_privileged", p.docker.allow_privileged);
+  docker("devices", p.docker.devices);
+  docker("config", p.docker.config);
   j["base"] = section_to_json(p.base);
   for (const auto& [name, sec] : p.roles) j["roles"][name] = section_to_json(p.effective(name));
   return j;
@@ -656,6 +736,19 @@ std::string policy_to_text(const Policy& p) {
        p.userns_enabled.origin);
   line("user_namespace.subuid_start", std::to_string(p.userns_start.value), p.userns_start.origin);
   line("user_namespace.subuid_count", std::to_string(p.userns_count.value), p.userns_count.origin);
+  auto strings = [](const std::vector<std::string>& v) {
+    std::string o = "[";
+    for (size_t i = 0; i < v.size(); ++i) o += (i ? ", \"" : "\"") + v[i] + "\"";
+    return o + "]";
+  };
+  line("docker.socket", "\"" + p.docker.socket.value + "\"", p.docker.socket.origin);
+  line("docker.delegate_images", strings(p.docker.delegate_images.value),
+       p.docker.delegate_images.origin);
+  line("docker.networks", strings(p.docker.networks.value), p.docker.networks.origin);
+  line("docker.allow_privileged", p.docker.allow_privileged.value ? "true" : "false",
+       p.docker.allow_privileged.origin);
+  line("docker.devices", strings(p.docker.devices.value), p.docker.devices.origin);
+  line("docker.config", "\"" + p.docker.config.value + "\"", p.docker.config.origin);
   text_section(&out, "", p.base);
   for (const auto& [name, sec] : p.roles) {
     out += "\n# role " + name + " (effective: base policy with the role's overrides)\n";

@@ -273,5 +273,52 @@ TEST(Policy, TextOutputShowsEveryValueWithItsOrigin) {
   EXPECT_EQ(j["base"]["security"]["seccomp"]["value"], "default");
 }
 
+TEST_F(PolicyDir, DockerSectionIsReadOverlaidAndShown) {
+  write("10-docker.toml",
+        "[docker]\n"
+        "socket = \"/run/corral-test/docker.sock\"\n"
+        "delegate_images = [\"registry.example:5000/*\", \"nginx:*\"]\n"
+        "networks = [\"none\", \"host\"]\n");
+  write("20-docker.toml", "[docker]\nallow_privileged = true\ndevices = [\"/dev/fuse\"]\n");
+  auto p = load();
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_EQ(p->docker.socket.value, "/run/corral-test/docker.sock");
+  EXPECT_NE(p->docker.socket.origin.find("10-docker.toml:2"), std::string::npos);
+  EXPECT_EQ(p->docker.networks.value, (std::vector<std::string>{"none", "host"}));
+  EXPECT_TRUE(p->docker.allow_privileged.value);  // the later file adds, keeps the earlier keys
+  EXPECT_EQ(p->docker.devices.value, std::vector<std::string>{"/dev/fuse"});
+  EXPECT_EQ(p->docker.config.origin, "built-in default");
+  EXPECT_TRUE(docker_delegates_image(p->docker, "registry.example:5000/team/app:1"));
+  EXPECT_TRUE(docker_delegates_image(p->docker, "nginx:1.25"));
+  EXPECT_FALSE(docker_delegates_image(p->docker, "nginx"));
+  EXPECT_FALSE(docker_delegates_image(p->docker, "busybox:latest"));
+  EXPECT_NE(policy_to_text(*p).find("docker.networks = [\"none\", \"host\"]"), std::string::npos);
+  EXPECT_EQ(policy_to_json(*p)["docker"]["allow_privileged"]["value"], true);
+}
+
+TEST_F(PolicyDir, DockerDefaultsDelegateNothingAndRefusePrivileged) {
+  auto p = load();
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_EQ(p->docker.socket.value, "/run/docker.sock");
+  EXPECT_FALSE(p->docker.allow_privileged.value);
+  EXPECT_FALSE(docker_delegates_image(p->docker, "busybox:latest"));
+}
+
+TEST_F(PolicyDir, DockerSectionMistakesNameFileAndLine) {
+  write("10-bad.toml",
+        "[docker]\n"
+        "socket = \"relative/docker.sock\"\n"
+        "networks = [\"overlay\"]\n"
+        "devices = [\"/etc/shadow\"]\n"
+        "config = \"config.json\"\n");
+  auto p = load();
+  ASSERT_FALSE(p.ok());
+  const std::string& m = p.error().message();
+  EXPECT_NE(m.find("10-bad.toml:2"), std::string::npos) << m;
+  EXPECT_NE(m.find("\"overlay\" is not a network mode"), std::string::npos) << m;
+  EXPECT_NE(m.find("\"/etc/shadow\" must be a path under /dev/"), std::string::npos) << m;
+  EXPECT_NE(m.find("10-bad.toml:5"), std::string::npos) << m;
+}
+
 }  // namespace
 }  // namespace corral::isolator

@@ -54,6 +54,26 @@ struct PolicySection {
   std::optional<Rule<bool>> allow_writable_volumes;
 };
 
+// [docker]: delegation of tasks to dockerd (docs/docker.md, docs/policy.md).
+struct DockerPolicy {
+  // The Engine API socket (an absolute path) or "host:port".
+  Rule<std::string> socket{"/run/docker.sock", "built-in default"};
+  // Tasks whose Docker image matches one of these glob patterns (fnmatch, e.g.
+  // "registry.example:5000/*", "nginx:*") run through dockerd even when ContainerInfo.type is
+  // MESOS. Empty: only tasks that say type DOCKER go to dockerd.
+  Rule<std::vector<std::string>> delegate_images{{}, "built-in default"};
+  // Network modes a Docker task may ask for ("none", "host", "bridge", "user").
+  Rule<std::vector<std::string>> networks{{"none", "host", "bridge"}, "built-in default"};
+  Rule<bool> allow_privileged{false, "built-in default"};
+  // Host device paths a task may get through the "device" parameter.
+  Rule<std::vector<std::string>> devices{{}, "built-in default"};
+  // A Docker config.json holding registry credentials ("auths"); "" = pull anonymously.
+  Rule<std::string> config{"", "built-in default"};
+};
+
+// True when the policy's [docker] delegate_images matches `image`.
+bool docker_delegates_image(const DockerPolicy& policy, const std::string& image);
+
 struct Policy {
   PolicySection base;
   std::map<std::string, PolicySection> roles;
@@ -64,6 +84,7 @@ struct Policy {
   Rule<bool> userns_enabled{false, "built-in default"};
   Rule<uint64_t> userns_start{100000, "built-in default"};
   Rule<uint64_t> userns_count{65536, "built-in default"};
+  DockerPolicy docker;
   std::vector<std::string> files;  // files read, in order
 
   // The base section overlaid with the role's section (role "" or "*" = base only).
