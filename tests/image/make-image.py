@@ -153,7 +153,7 @@ def write_oci(d, tars, ref="latest", compress=True, config=None, tamper=None):
         # The index names a digest the manifest's bytes do not have.
         path = os.path.join(d, "blobs", "sha256", mdigest[7:])
         with open(path, "wb") as f:
-            f.write(mbytes.replace(b'"schemaVersion": 2', b'"schemaVersion":  2'))
+            f.write(mbytes.replace(b'"schemaVersion": 2', b'"schemaVersion":\t2'))  # same size
     if tamper == "truncated-blob":
         path = os.path.join(d, "blobs", "sha256", layers[-1]["digest"][7:])
         with open(path, "r+b") as f:

@@ -308,7 +308,8 @@ class ImageStore::Impl {
       return Error(EBADMSG, (root / "refs.json").string() + " is damaged (not JSON)");
     }
     std::map<std::string, std::string> refs;
-    for (const auto& [k, v] : j.value("refs", json::object()).items()) {
+    const json table = j.value("refs", json::object());
+    for (const auto& [k, v] : table.items()) {
       if (v.is_string()) refs[k] = v.get<std::string>();
     }
     return refs;

@@ -208,6 +208,18 @@ class ImageStore {
   std::unique_ptr<Impl> impl_;
 };
 
+// Resolves an image config's User ("", "name", "uid", "uid:gid", "name:group") against the
+// image's own /etc/passwd and /etc/group (the topmost layer that has them, read without
+// following symlinks out of the layer). "" is root (0:0). A numeric uid without a passwd entry
+// gets gid = uid's entry or 0. ENOENT naming the user when a name is unknown.
+struct ImageUser {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> supplementary_gids;  // groups of /etc/group listing the user by name
+};
+Result<ImageUser> resolve_image_user(const std::vector<std::filesystem::path>& lower_dirs_top_first,
+                                     std::string_view user);
+
 // Validates a container id for provision()/release().
 Result<void> check_container_id(std::string_view id);
 
