@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cerrno>
+#include <limits>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -457,7 +458,9 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
         std::min<std::size_t>(state_->options.header_limit, UINT32_MAX)));
-    parser_->body_limit(boost::none);
+    // Streams are not limited. Not boost::none: Boost 1.74's parser compares the Content-Length
+    // with the optional (len > none is true) and refuses every body with a Content-Length.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     bhttp::async_read_header(connection_->socket, connection_->buffer, *parser_,
                              [s = self()](const error_code& ec, std::size_t) { s->on_head(ec); });
   }

@@ -175,6 +175,24 @@ TEST(HttpClient, ResponseOverBodyLimitIsEMSGSIZE) {
   EXPECT_EQ(res.error().code(), EMSGSIZE);
 }
 
+TEST(HttpClient, StreamsABodyWithAContentLengthBeyondTheRequestLimit) {
+  // A blob download: Content-Length known, larger than the client's request() body limit.
+  RunningServer server(client_test_router(nullptr, nullptr));
+  ClientOptions options;
+  options.body_limit = 1000;
+  auto client = HttpClient::create(server.tcp_address(), options);
+  size_t received = 0;
+  StreamCallbacks cb;
+  cb.on_head = [](const Response& head) { return head.result() == Status::ok; };
+  cb.on_data = [&](std::string_view data) {
+    received += data.size();
+    return true;
+  };
+  auto ended = client->stream(make_request(Verb::get, "/big"), cb);
+  ASSERT_TRUE(ended.ok()) << ended.error().to_string();
+  EXPECT_EQ(received, 100'000u);
+}
+
 TEST(HttpClient, StreamsRecordIoEventsAsTheyArrive) {
   Events events;
   RunningServer server(client_test_router(nullptr, &events));
