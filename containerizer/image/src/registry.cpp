@@ -365,6 +365,8 @@ Result<void> RegistryClient::fetch_blob(const Descriptor& desc, const fs::path& 
     if (have < want) {
       auto client_options = s.client_options();
       client_options.stream_idle_timeout = std::chrono::seconds(60);
+      // The client applies its body limit to streamed responses' parser too.
+      client_options.body_limit = want + (1 << 20);
       CORRAL_ASSIGN_OR_RETURN(auto client, http::HttpClient::create(address, client_options));
       auto req = send_auth ? s.make(target) : http::make_request(http::Verb::get, target);
       if (have > 0) req.set(http::Field::range, "bytes=" + std::to_string(have) + "-");
