@@ -514,12 +514,11 @@ class Impl final : public DockerContainerizer {
       log::warning("stopping and removing orphan container " + name +
                    " (labelled for this agent, but no task of the agent knows it)");
       std::string id = docker_id;
-      stop_async(id, options_.orphan_grace.count() > 0 ? milliseconds(10'000) : milliseconds(0),
-                 [this, id] {
-                   client_.request(http::make_request(http::Verb::delete_,
-                                                      api("/containers/" + id + "?force=1&v=1")),
-                                   [id](Result<http::Response>) {});
-                 });
+      stop_async(id, options_.orphan_stop_grace, [this, id] {
+        client_.request(
+            http::make_request(http::Verb::delete_, api("/containers/" + id + "?force=1&v=1")),
+            [id](Result<http::Response>) {});
+      });
     }
   }
 

@@ -429,6 +429,7 @@ TEST_F(DockerTest, OrphansAreStoppedAndRemovedAfterTheGrace) {
   c_.reset();
   DockerOptions o = options();
   o.orphan_grace = 1s;
+  o.orphan_stop_grace = 1s;
   c_ = open(o);
   ASSERT_NE(c_, nullptr);
   auto recovered = c_->recover({});  // the agent knows no task

@@ -55,6 +55,8 @@ struct DockerOptions {
   // Labelled containers that no checkpoint names are stopped and removed this long after
   // recover().
   std::chrono::milliseconds orphan_grace{std::chrono::seconds(60)};
+  // SIGTERM-to-SIGKILL grace when an orphan is stopped.
+  std::chrono::milliseconds orphan_stop_grace{std::chrono::seconds(10)};
   // How long running tasks wait for a dockerd that stopped answering before they are reported
   // lost.
   std::chrono::milliseconds daemon_down_grace{std::chrono::seconds(60)};
