@@ -1,5 +1,5 @@
-// corral-master: the thin master. Today it keeps its identity in SQLite and serves /health,
-// /version, /metrics and the operator API's GET_HEALTH/GET_VERSION; see docs/master.md.
+// corral-master: the thin master (registry, DRF allocator, agent link, Mesos v1 scheduler and
+// operator APIs); see docs/master.md.
 #include <systemd/sd-daemon.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -15,10 +15,9 @@
 int main(int argc, char** argv) {
   using namespace corral;
   CLI::App app{
-      "corral-master: registry, allocator and Mesos v1 compatible APIs of a Corral cluster.\n"
-      "Implemented today: durable identity (SQLite), /health, /version, /metrics and the operator\n"
-      "API calls GET_HEALTH and GET_VERSION. Not yet: agent registry, DRF allocator, scheduler "
-      "API."};
+      "corral-master: registry, DRF allocator and Mesos v1 compatible APIs of a Corral cluster.\n"
+      "Serves the agent link (POST /api/v1/agent), the Mesos v1 scheduler API (POST\n"
+      "/api/v1/scheduler), the operator API (POST /api/v1), /state, /metrics/snapshot, /metrics."};
   app.set_version_flag("--version", std::string("corral-master ") + kVersion);
   std::string config_path;
   std::string listen, work_dir, log_level;

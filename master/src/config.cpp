@@ -4,6 +4,8 @@
 #include "corral/common/http.hpp"
 #include "corral/common/log.hpp"
 
+#include <tuple>
+
 namespace corral::master {
 namespace {
 
@@ -26,6 +28,23 @@ Result<MasterConfig> read(ConfigFile file) {
   ConfigTable http = root.table("http");
   http.get_bytes("max_request_body", &cfg.max_request_body);
   http.get_duration("idle_timeout", &cfg.idle_timeout);
+  ConfigTable agents = root.table("agents");
+  agents.get_duration("ping_timeout", &cfg.agent_ping_timeout);
+  agents.get_int("max_ping_timeouts", &cfg.max_agent_ping_timeouts, 1, 1000);
+  agents.get_duration("reregister_timeout", &cfg.agent_reregister_timeout);
+  agents.get_duration("removal_timeout", &cfg.agent_removal_timeout);
+  ConfigTable frameworks = root.table("frameworks");
+  frameworks.get_duration("heartbeat_interval", &cfg.framework_heartbeat_interval);
+  frameworks.get_duration("offer_timeout", &cfg.offer_timeout);
+  ConfigTable allocator = root.table("allocator");
+  allocator.get_duration("interval", &cfg.allocation_interval);
+  allocator.get_duration("batch_delay", &cfg.allocation_batch_delay);
+  for (auto [table, key, value] :
+       {std::tuple{&agents, "ping_timeout", cfg.agent_ping_timeout},
+        std::tuple{&frameworks, "heartbeat_interval", cfg.framework_heartbeat_interval},
+        std::tuple{&allocator, "interval", cfg.allocation_interval}}) {
+    if (value.count() <= 0) table->fail(key, "must be a positive duration, e.g. \"15s\"");
+  }
   CORRAL_TRY(file.finish());
   return cfg;
 }

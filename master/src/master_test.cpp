@@ -7,6 +7,7 @@
 
 #include "corral/common/fd.hpp"
 #include "corral/common/http_client.hpp"
+#include "corral/common/metrics.hpp"
 
 namespace corral::master {
 namespace {
@@ -109,7 +110,8 @@ TEST(Master, BadOperatorCallsGetClearErrorsAndTheMasterStaysUp) {
   auto bad_json = c.post("/api/v1", R"({"type": "GET_HEALTH",)");
   ASSERT_TRUE(bad_json.ok());
   EXPECT_EQ(bad_json->result(), http::Status::bad_request);
-  EXPECT_NE(json_of(*bad_json)["error"].get<std::string>().find("invalid JSON"), std::string::npos);
+  EXPECT_NE(json_of(*bad_json)["error"].get<std::string>().find("Failed to parse body into Call"),
+            std::string::npos);
 
   auto no_type = c.post("/api/v1", R"({"kind": "GET_HEALTH"})");
   ASSERT_TRUE(no_type.ok());
@@ -121,15 +123,14 @@ TEST(Master, BadOperatorCallsGetClearErrorsAndTheMasterStaysUp) {
   EXPECT_EQ(unknown->result(), http::Status::bad_request);
   EXPECT_NE(json_of(*unknown)["error"].get<std::string>().find("GET_UNICORNS"), std::string::npos);
 
-  auto later = c.post("/api/v1", R"({"type": "GET_STATE"})");
+  auto later = c.post("/api/v1", R"({"type": "READ_FILE"})");
   ASSERT_TRUE(later.ok());
   EXPECT_EQ(later->result(), http::Status::not_implemented);
-  EXPECT_NE(json_of(*later)["error"].get<std::string>().find("not implemented yet"),
-            std::string::npos);
+  EXPECT_NE(json_of(*later)["error"].get<std::string>().find("not implemented"), std::string::npos);
 
   auto sched = c.post("/api/v1/scheduler", R"({"type": "SUBSCRIBE"})");
   ASSERT_TRUE(sched.ok());
-  EXPECT_EQ(sched->result(), http::Status::not_implemented);
+  EXPECT_EQ(sched->result(), http::Status::bad_request);
 
   auto health = c.get("/health");
   ASSERT_TRUE(health.ok());
@@ -159,6 +160,22 @@ TEST(MasterConfig, EmbeddedDefaultsAndFileValues) {
   ASSERT_TRUE(cfg.ok()) << cfg.error().message();
   EXPECT_EQ(cfg->listen, "0.0.0.0:6050");
   EXPECT_EQ(cfg->max_request_body, 1u << 20);
+}
+
+TEST(MasterConfig, AgentFrameworkAndAllocatorTimeouts) {
+  auto cfg = parse_master_config(
+      "[agents]\nping_timeout = \"5s\"\nmax_ping_timeouts = 3\nremoval_timeout = \"2h\"\n"
+      "[frameworks]\noffer_timeout = \"30s\"\n[allocator]\ninterval = \"250ms\"\n",
+      "master.toml");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message();
+  EXPECT_EQ(cfg->agent_ping_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(cfg->max_agent_ping_timeouts, 3);
+  EXPECT_EQ(cfg->agent_removal_timeout, std::chrono::hours(2));
+  EXPECT_EQ(cfg->offer_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(cfg->allocation_interval, std::chrono::milliseconds(250));
+  auto bad = parse_master_config("[agents]\nping_timeout = \"0s\"\n", "master.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("ping_timeout"), std::string::npos) << bad.error().message();
 }
 
 TEST(MasterConfig, MistakesNameFileLineAndKey) {

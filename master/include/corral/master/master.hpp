@@ -1,49 +1,43 @@
 #pragma once
 // The corral-master daemon as a library object, so tests run it in-process.
 //
-// Today it is the master's foundation: durable identity in its SQLite state, and an HTTP API
-// with /health, /version, /metrics and the Mesos v1 operator API's GET_HEALTH and GET_VERSION
-// calls. The registry, the allocator and the scheduler API are not implemented yet; their
-// endpoints answer 501 with a message saying so.
+// It keeps the registry of agents and frameworks (SQLite, WAL), runs the DRF allocator, serves
+// the agent link (POST /api/v1/agent, docs/api/agent-link.md), the Mesos v1 scheduler API
+// (POST /api/v1/scheduler), the operator API (POST /api/v1), GET /state, /metrics/snapshot,
+// /metrics, /health and /version. See docs/master.md.
+//
+// Threading: run the io_context on ONE thread; the master is single-threaded on it.
 
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
-#include "corral/common/http_server.hpp"
-#include "corral/common/metrics.hpp"
-#include "corral/common/sqlite.hpp"
+#include "corral/common/result.hpp"
 #include "corral/master/config.hpp"
 
 namespace corral::master {
+
+class MasterImpl;
 
 class Master {
  public:
   // Opens (creating) the state under config.work_dir and starts listening. Errors name what to
   // fix (a busy port, an unwritable work dir, a state database from a newer Corral).
   static Result<std::unique_ptr<Master>> start(boost::asio::io_context& io, MasterConfig config);
+  ~Master();
 
   // Graceful stop: finish in-flight requests, then call on_stopped on the io_context.
   void stop(std::function<void()> on_stopped = {});
 
-  const std::string& master_id() const { return master_id_; }
-  int64_t start_count() const { return start_count_; }
+  const std::string& master_id() const;
+  int64_t start_count() const;
   // "http://127.0.0.1:5050" (with the real port when configured with port 0), or "unix:/path".
   std::string address() const;
 
  private:
-  Master(MasterConfig config) : config_(std::move(config)) {}
-  http::Router routes();
-  http::Response operator_api(const http::Request& request);
-  http::Response version() const;
-
-  MasterConfig config_;
-  std::unique_ptr<SqliteStateStore> store_;
-  std::unique_ptr<http::Server> server_;
-  MetricsRegistry metrics_;
-  std::string master_id_;
-  int64_t start_count_ = 0;
-  std::chrono::system_clock::time_point started_;
+  explicit Master(std::unique_ptr<MasterImpl> impl);
+  std::unique_ptr<MasterImpl> impl_;
 };
 
 }  // namespace corral::master
