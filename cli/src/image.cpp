@@ -148,6 +148,7 @@ class ImageCommandImpl : public ImageCommand {
     if (!policy) {
       return fail("the policy in " + policy_dir_ + " is invalid:\n" + policy.error().message(), 78);
     }
+    so.policy = image::image_policy_from(policy->images);
     auto store = image::ImageStore::open(so);
     if (!store) return fail("cannot open the image store: " + store.error().to_string());
     auto& s = **store;

@@ -203,6 +203,26 @@ void read_docker(ConfigTable t, DockerPolicy* d) {
   }
 }
 
+void read_images(ConfigTable t, ImagesPolicy* im) {
+  std::vector<std::string> list;
+  for (auto [key, rule] :
+       {std::pair{"registries", &im->registries}, std::pair{"patterns", &im->patterns}}) {
+    if (!t.get(key, &list)) continue;
+    bool ok = true;
+    for (const auto& item : list) {
+      if (item.empty() || item.size() > 512 || item.find(' ') != std::string::npos) {
+        t.fail(key, "entries must be 1 to 512 characters without spaces");
+        ok = false;
+      }
+    }
+    if (ok) *rule = {list, t.location(key)};
+  }
+  bool b = false;
+  if (t.get("require_digest", &b)) im->require_digest = {b, t.location("require_digest")};
+  uint64_t bytes = 0;
+  if (t.get_bytes("max_size", &bytes)) im->max_size = {bytes, t.location("max_size")};
+}
+
 Result<void> read_file_into(Policy* policy, ConfigFile file) {
   ConfigTable root = file.root();
   read_section(root, &policy->base);
@@ -219,6 +239,7 @@ Result<void> read_file_into(Policy* policy, ConfigFile file) {
     policy->userns_count = {static_cast<uint64_t>(n), userns.location("subuid_count")};
   }
   read_docker(root.table("docker"), &policy->docker);
+  read_images(root.table("images"), &policy->images);
   ConfigTable roles = root.table("role");
   static const std::regex kRole("^[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)*$");
   for (const std::string& name : roles.keys()) {
@@ -278,6 +299,10 @@ void overlay(Policy* b, const Policy& o) {
   keep(&b->docker.allow_privileged, o.docker.allow_privileged);
   keep(&b->docker.devices, o.docker.devices);
   keep(&b->docker.config, o.docker.config);
+  keep(&b->images.registries, o.images.registries);
+  keep(&b->images.patterns, o.images.patterns);
+  keep(&b->images.require_digest, o.images.require_digest);
+  keep(&b->images.max_size, o.images.max_size);
 }
 
 // A fresh policy with nothing set, to read one file into before overlaying it.
@@ -715,6 +740,13 @@ nlohmann::json policy_to_json(const Policy& p) {
   docker("allow_privileged", p.docker.allow_privileged);
   docker("devices", p.docker.devices);
   docker("config", p.docker.config);
+  auto images = [&](const char* key, const auto& rule) {
+    j["images"][key] = {{"value", rule.value}, {"origin", rule.origin}};
+  };
+  images("registries", p.images.registries);
+  images("patterns", p.images.patterns);
+  images("require_digest", p.images.require_digest);
+  images("max_size", p.images.max_size);
   j["base"] = section_to_json(p.base);
   for (const auto& [name, sec] : p.roles) j["roles"][name] = section_to_json(p.effective(name));
   return j;
@@ -749,6 +781,13 @@ std::string policy_to_text(const Policy& p) {
        p.docker.allow_privileged.origin);
   line("docker.devices", strings(p.docker.devices.value), p.docker.devices.origin);
   line("docker.config", "\"" + p.docker.config.value + "\"", p.docker.config.origin);
+  line("images.registries", strings(p.images.registries.value), p.images.registries.origin);
+  line("images.patterns", strings(p.images.patterns.value), p.images.patterns.origin);
+  line("images.require_digest", p.images.require_digest.value ? "true" : "false",
+       p.images.require_digest.origin);
+  line("images.max_size",
+       p.images.max_size.value ? format_bytes(p.images.max_size.value) : "unlimited",
+       p.images.max_size.origin);
   text_section(&out, "", p.base);
   for (const auto& [name, sec] : p.roles) {
     out += "\n# role " + name + " (effective: base policy with the role's overrides)\n";

@@ -320,5 +320,38 @@ TEST_F(PolicyDir, DockerSectionMistakesNameFileAndLine) {
   EXPECT_NE(m.find("10-bad.toml:5"), std::string::npos) << m;
 }
 
+TEST_F(PolicyDir, ImagesSectionIsReadOverlaidAndShown) {
+  write("10-images.toml",
+        "[images]\n"
+        "registries = [\"127.0.0.1:5000\"]\n"
+        "patterns = [\"127.0.0.1:5000/team/**\"]\n");
+  write("20-images.toml", "[images]\nrequire_digest = true\nmax_size = \"2GiB\"\n");
+  auto p = load();
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_EQ(p->images.registries.value, std::vector<std::string>{"127.0.0.1:5000"});
+  EXPECT_NE(p->images.registries.origin.find("10-images.toml:2"), std::string::npos);
+  EXPECT_EQ(p->images.patterns.value, std::vector<std::string>{"127.0.0.1:5000/team/**"});
+  EXPECT_TRUE(p->images.require_digest.value);
+  EXPECT_EQ(p->images.max_size.value, 2ull << 30);
+  EXPECT_NE(p->images.max_size.origin.find("20-images.toml:3"), std::string::npos);
+  EXPECT_NE(policy_to_text(*p).find("images.max_size = 2GiB"), std::string::npos)
+      << policy_to_text(*p);
+  EXPECT_EQ(policy_to_json(*p)["images"]["require_digest"]["value"], true);
+}
+
+TEST_F(PolicyDir, ImagesDefaultsAllowEverythingAndMistakesNameFileAndLine) {
+  auto p = load();
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  EXPECT_TRUE(p->images.registries.value.empty());
+  EXPECT_FALSE(p->images.require_digest.value);
+  EXPECT_EQ(p->images.max_size.value, 0u);
+  write("10-bad.toml", "[images]\nregistries = [\"\"]\nmax_size = \"lots\"\n");
+  auto bad = load();
+  ASSERT_FALSE(bad.ok());
+  const std::string& m = bad.error().message();
+  EXPECT_NE(m.find("10-bad.toml:2"), std::string::npos) << m;
+  EXPECT_NE(m.find("10-bad.toml:3"), std::string::npos) << m;
+}
+
 }  // namespace
 }  // namespace corral::isolator

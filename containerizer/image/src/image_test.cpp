@@ -261,6 +261,21 @@ TEST(Reference, PatternsAndPolicy) {
               HasSubstr("matches none of the policy's images.patterns"));
 }
 
+TEST(Reference, PolicyFromTheImagesSection) {
+  auto policy = isolator::load_policy_text(isolator::builtin_policy(),
+                                           "[images]\nregistries = [\"127.0.0.1:5000\"]\n"
+                                           "max_size = \"1MiB\"\n",
+                                           "10-images.toml");
+  ASSERT_TRUE(policy.ok()) << policy.error().message();
+  ImagePolicy p = image_policy_from(policy->images);
+  EXPECT_EQ(p.registries, std::vector<std::string>{"127.0.0.1:5000"});
+  EXPECT_EQ(p.max_image_bytes, 1u << 20);
+  EXPECT_EQ(p.origin, "10-images.toml:2, 10-images.toml:3");
+  auto refused = check_reference_allowed(p, *parse_reference("busybox"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error().message(), HasSubstr("registry docker.io is not allowed"));
+}
+
 TEST(Manifest, ParsesAllFourMediaTypesAndSelectsThePlatform) {
   const std::string d1 = "sha256:" + std::string(64, '1');
   const std::string d2 = "sha256:" + std::string(64, '2');

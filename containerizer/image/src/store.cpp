@@ -249,6 +249,23 @@ Result<void> check_container_id(std::string_view id) {
   return {};
 }
 
+ImagePolicy image_policy_from(const isolator::ImagesPolicy& images) {
+  ImagePolicy p;
+  p.registries = images.registries.value;
+  p.patterns = images.patterns.value;
+  p.require_digest = images.require_digest.value;
+  p.max_image_bytes = images.max_size.value;
+  std::set<std::string> origins;
+  for (const auto* o : {&images.registries.origin, &images.patterns.origin,
+                        &images.require_digest.origin, &images.max_size.origin}) {
+    if (*o != "built-in default") origins.insert(*o);
+  }
+  p.origin.clear();
+  for (const auto& o : origins) p.origin += (p.origin.empty() ? "" : ", ") + o;
+  if (p.origin.empty()) p.origin = "built-in default";
+  return p;
+}
+
 Result<void> check_reference_allowed(const ImagePolicy& policy, const Reference& ref) {
   const std::string name = ref.to_string();
   if (!policy.registries.empty() && std::find(policy.registries.begin(), policy.registries.end(),

@@ -74,6 +74,16 @@ struct DockerPolicy {
 // True when the policy's [docker] delegate_images matches `image`.
 bool docker_delegates_image(const DockerPolicy& policy, const std::string& image);
 
+// [images]: which Docker/OCI images tasks may run in with the native containerizer (agent-wide;
+// docs/policy.md, docs/images.md). Empty lists allow everything.
+struct ImagesPolicy {
+  Rule<std::vector<std::string>> registries{{}, "built-in default"};  // "host:port", "docker.io"
+  // Globs over "registry/repository:tag" ('*' within a path component, "**" across them).
+  Rule<std::vector<std::string>> patterns{{}, "built-in default"};
+  Rule<bool> require_digest{false, "built-in default"};  // pulls must name @sha256:...
+  Rule<uint64_t> max_size{0, "built-in default"};        // sum of layer blobs; 0 = no limit
+};
+
 struct Policy {
   PolicySection base;
   std::map<std::string, PolicySection> roles;
@@ -85,6 +95,7 @@ struct Policy {
   Rule<uint64_t> userns_start{100000, "built-in default"};
   Rule<uint64_t> userns_count{65536, "built-in default"};
   DockerPolicy docker;
+  ImagesPolicy images;
   std::vector<std::string> files;  // files read, in order
 
   // The base section overlaid with the role's section (role "" or "*" = base only).

@@ -42,6 +42,7 @@
 #include "corral/image/extract.hpp"
 #include "corral/image/manifest.hpp"
 #include "corral/image/reference.hpp"
+#include "corral/isolator/policy.hpp"
 
 namespace corral::image {
 
@@ -62,6 +63,8 @@ struct ImagePolicy {
   // Where these rules came from, for messages ("/etc/corral/policy.d/10-images.toml:3").
   std::string origin = "store options";
 };
+// The store's view of the isolation policy's [images] section.
+ImagePolicy image_policy_from(const isolator::ImagesPolicy& images);
 // EPERM naming the rule when `ref` is not allowed (registry, pattern, digest).
 Result<void> check_reference_allowed(const ImagePolicy& policy, const Reference& ref);
 
