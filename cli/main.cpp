@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "corral/cli/cluster.hpp"
 #include "corral/cli/image.hpp"
 #include "corral/cli/run.hpp"
 #include "corral/common/config.hpp"
@@ -143,9 +144,11 @@ int main(int argc, char** argv) {
   run->add_option("--launcher", run_opts.launcher, "path of corral-launcher");
   run->add_flag("-q,--quiet", run_opts.quiet, "no status lines, only the task's output");
   run->add_option("command", run_opts.argv, "the command and its arguments (after --)")->required();
+  auto cluster = corral::cli::add_cluster_commands(app, &master);
   auto image_cmd = corral::cli::add_image_command(app);
   CLI11_PARSE(app, argc, argv);
   if (image_cmd->parsed()) return image_cmd->run();
+  if (auto rc = cluster()) return *rc;
   if (run->parsed()) {
     auto& r = run_opts.request;
     r.cpus = cpus;
