@@ -123,6 +123,9 @@ class ImageCommandImpl : public ImageCommand {
     pull_->add_option("--ca-bundle", ca_bundle_, "PEM file of the registries' CAs");
     pull_->add_option("--platform", platform_, "OS/ARCH[/VARIANT] (default linux/amd64)");
     pull_->add_flag("-q,--quiet", quiet_, "no progress, only the image id");
+    cmd_->add_flag("--no-sync", no_sync_,
+                   "do not wait for layers to reach the disk before publishing them (faster; "
+                   "a power loss may then damage a stored layer)");
     import_ = cmd_->add_subcommand(
         "import", "import a `docker save` archive, an OCI layout directory or an oci-archive");
     import_->add_option("path", path_, "archive file or layout directory")->required();
@@ -144,6 +147,7 @@ class ImageCommandImpl : public ImageCommand {
   int run() override {
     image::StoreOptions so;
     so.root = root_;
+    so.extract.sync = !no_sync_;
     auto policy = isolator::load_policy_dir(policy_dir_);
     if (!policy) {
       return fail("the policy in " + policy_dir_ + " is invalid:\n" + policy.error().message(), 78);
@@ -246,7 +250,7 @@ class ImageCommandImpl : public ImageCommand {
   std::string reference_, path_, credentials_, ca_bundle_, platform_;
   std::vector<std::string> targets_;
   image::PullOptions pull_opts_;
-  bool quiet_ = false, json_ = false, all_ = false;
+  bool quiet_ = false, json_ = false, all_ = false, no_sync_ = false;
 };
 
 }  // namespace

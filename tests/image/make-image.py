@@ -231,9 +231,11 @@ def main():
     ap.add_argument("--ref", default=None)
     ap.add_argument("--size-mb", type=int, default=0)
     ap.add_argument("--layers", type=int, default=0)
+    ap.add_argument("--busybox-only", action="store_true",
+                    help="only the busybox layer below the bulk layers (benchmark image)")
     a = ap.parse_args()
     if a.what == "oci":
-        tars = base_layers()
+        tars = base_layers()[:1] if a.busybox_only else base_layers()
         if a.size_mb:
             tars += bulk_layers(a.size_mb, a.layers or 4)
         print(write_oci(a.args[0], tars, a.ref or "latest"))

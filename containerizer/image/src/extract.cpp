@@ -481,9 +481,11 @@ Result<LayerStats> extract_layer(const fs::path& archive_path, const fs::path& d
                               *options.expected_diff_id + " (corrupt or tampered image)");
   }
   // Durable before the caller publishes it (a rename after a crash must not expose holes).
-  UniqueFd sync_fd(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!sync_fd || ::syncfs(sync_fd.get()) != 0) {
-    return Error::from_errno("syncfs " + dest.string());
+  if (options.sync) {
+    UniqueFd sync_fd(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!sync_fd || ::syncfs(sync_fd.get()) != 0) {
+      return Error::from_errno("syncfs " + dest.string());
+    }
   }
   return stats;
 }

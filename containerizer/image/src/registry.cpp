@@ -472,7 +472,9 @@ Result<void> RegistryClient::fetch_blob(const Descriptor& desc, const fs::path& 
       return Error(EBADMSG, "blob " + desc.digest + " from registry " + s.ref.registry +
                                 " has digest " + got + " (corrupt or tampered); discarded");
     }
-    if (::fsync(fd.get()) != 0) return Error::from_errno("fsync " + dest.string());
+    // No fsync: the blob is only a step towards the extracted layer (which is synced before it
+    // is published), and a partial file damaged by a power loss fails its digest and is fetched
+    // again.
     return {};
   }
   return Error(EPROTO, "registry " + s.ref.registry + ": too many redirects or retries for blob " +
