@@ -296,6 +296,33 @@ TEST_F(ImageStoreTest, HostileImagesAreRefusedAndTheHostIsUnchanged) {
   EXPECT_LE(count(opts_.root / "layers"), 3u);
 }
 
+TEST_F(ImageStoreTest, WatermarkGcRemovesUnusedImagesLeastRecentlyUsedFirst) {
+  opts_.high_watermark_bytes = 1;  // every import goes over it
+  opts_.low_watermark_bytes = 1;
+  open_store();
+  auto a = store_->import(oci_layout("a"), {.reference = "corral-test/a:1"});
+  ASSERT_TRUE(a.ok()) << a.error().to_string();
+  ASSERT_TRUE(store_->provision("corral-test/a:1", "holds-a").ok());
+  fs::path bdir = dir_->path() / "b";
+  fs::create_directories(bdir);
+  make({"oci", bdir.string(), "--size-mb", "1", "--layers", "1"});
+  auto b = store_->import(bdir, {.reference = "corral-test/b:1"});
+  ASSERT_TRUE(b.ok()) << b.error().to_string();
+  EXPECT_TRUE(store_->inspect("corral-test/a:1").ok()) << "leased: kept over the watermark";
+  ASSERT_TRUE(store_->release("holds-a").ok());
+  fs::path cdir = dir_->path() / "c";
+  fs::create_directories(cdir);
+  make({"oci", cdir.string(), "--size-mb", "2", "--layers", "1"});
+  auto c = store_->import(cdir, {.reference = "corral-test/c:1"});
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  EXPECT_FALSE(store_->inspect("corral-test/a:1").ok()) << "unused: collected";
+  EXPECT_FALSE(store_->inspect("corral-test/b:1").ok()) << "unused: collected";
+  EXPECT_TRUE(store_->inspect("corral-test/c:1").ok()) << "the image just stored stays";
+  auto usage = store_->disk_usage();
+  ASSERT_TRUE(usage.ok());
+  EXPECT_EQ(*usage, c->unpacked_bytes);
+}
+
 // The integration the native containerizer relies on: provision, write a SandboxSpec with an
 // overlay rootfs, exec the real corral-launcher, look at what the task saw.
 TEST_F(ImageStoreTest, RunsATaskInTheImageThroughTheLauncher) {
