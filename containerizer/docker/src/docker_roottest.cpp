@@ -448,6 +448,89 @@ TEST_F(DockerTest, OrphansAreStoppedAndRemovedAfterTheGrace) {
   EXPECT_EQ(terms_.size(), 0u);  // orphans are no task's termination
 }
 
+// ---- pulls from a real registry with credentials (tests/docker/registry-fixture)
+
+class DockerRegistryTest : public DockerTest {
+ protected:
+  void SetUp() override {
+    DockerTest::SetUp();
+    reg_ = dir_->path() / "registry";
+    ASSERT_EQ(std::system((std::string(CORRAL_DOCKER_REGISTRY_FIXTURE) + " start " + reg_.string() +
+                           " >/dev/null")
+                              .c_str()),
+              0);
+    port_ = read_file(reg_ / "port");
+    while (!port_.empty() && port_.back() == '\n') port_.pop_back();
+    image_ = "127.0.0.1:" + port_ + "/corral/busybox:1";
+  }
+  void TearDown() override {
+    DockerTest::TearDown();
+    (void)std::system(
+        (std::string(CORRAL_DOCKER_REGISTRY_FIXTURE) + " stop " + reg_.string()).c_str());
+    EngineOptions eo;
+    eo.endpoint = kSharedSocket;
+    (void)Engine(eo).call(http::Verb::delete_, "/images/" + image_ + "?force=1");
+  }
+  LaunchRequest pull_request(const std::string& id, const std::string& image) {
+    LaunchRequest r = request(id, "echo pulled");
+    r.task.mutable_container()->mutable_docker()->set_image(image);
+    r.task.mutable_container()->mutable_docker()->set_force_pull_image(true);
+    return r;
+  }
+  std::filesystem::path reg_;
+  std::string port_, image_;
+};
+
+TEST_F(DockerRegistryTest, PullsWithTheCredentialsOfTheDockerConfig) {
+  DockerOptions o = options();
+  o.policy.config = {(reg_ / "good.json").string(), "test"};
+  int progress = 0;
+  o.pull_progress = [&](const nlohmann::json&) { ++progress; };
+  c_ = open(o);
+  ASSERT_NE(c_, nullptr);
+  auto launched = c_->launch(pull_request("pulled", image_));
+  ASSERT_TRUE(launched.ok()) << launched.error().message();
+  auto t = terms_.wait("pulled");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->code, 0);
+  EXPECT_EQ(out("pulled"), "pulled\n");
+  EXPECT_GT(progress, 0);
+}
+
+TEST_F(DockerRegistryTest, RegistryRefusingTheCredentialsIsAClearError) {
+  DockerOptions o = options();
+  o.policy.config = {(reg_ / "wrong.json").string(), "test"};
+  c_ = open(o);
+  ASSERT_NE(c_, nullptr);
+  auto launched = c_->launch(pull_request("refused", image_));
+  ASSERT_FALSE(launched.ok());
+  EXPECT_EQ(launched.error().code(), EACCES) << launched.error().message();
+  EXPECT_NE(launched.error().message().find("check the credentials for 127.0.0.1:" + port_),
+            std::string::npos)
+      << launched.error().message();
+
+  // No credentials at all: refused too.
+  c_ = open(options());
+  auto anonymous = c_->launch(pull_request("anonymous", image_));
+  ASSERT_FALSE(anonymous.ok());
+  EXPECT_NE(anonymous.error().message().find("pulling image " + image_), std::string::npos)
+      << anonymous.error().message();
+}
+
+TEST_F(DockerRegistryTest, ImageMissingFromTheRegistryIsEnoent) {
+  DockerOptions o = options();
+  o.policy.config = {(reg_ / "good.json").string(), "test"};
+  c_ = open(o);
+  ASSERT_NE(c_, nullptr);
+  auto launched =
+      c_->launch(pull_request("missing", "127.0.0.1:" + port_ + "/corral/does-not-exist:1"));
+  ASSERT_FALSE(launched.ok());
+  EXPECT_EQ(launched.error().code(), ENOENT) << launched.error().message();
+  EXPECT_NE(launched.error().message().find("check the image name and tag"), std::string::npos)
+      << launched.error().message();
+  EXPECT_EQ(c_->tracked(), 0u);
+}
+
 // ---- dockerd outages, on private daemons
 
 class DockerOutageTest : public DockerTest {

@@ -358,11 +358,27 @@ Result<void> Engine::pull(const ImageRef& image, const std::optional<RegistryAut
                     "&tag=" + url_encode(image.digest.empty() ? image.tag : image.digest),
                 {}, options_.pull_timeout, headers);
   if (!r.ok()) return transport_error(r.error(), what);
+  // dockerd reports pull failures both as error statuses and as {"error"} lines in a 200
+  // answer; either way the message says what kind of failure it was.
+  auto classify = [&](int code, const std::string& msg) {
+    if (code == ENOENT || msg.find("not found") != std::string::npos ||
+        msg.find("does not exist") != std::string::npos ||
+        msg.find("manifest unknown") != std::string::npos) {
+      return Error(ENOENT, msg +
+                               "; check the image name and tag (a registry may also hide a "
+                               "private repository from clients without credentials)");
+    }
+    if (msg.find("unauthorized") != std::string::npos ||
+        msg.find("authentication required") != std::string::npos ||
+        msg.find("denied") != std::string::npos) {
+      return Error(EACCES, msg + "; check the credentials for " + image.registry +
+                               " in the docker config named by [docker] config");
+    }
+    return Error(code, msg);
+  };
   if (r->result_int() != 200) {
     Error e = api_error(*r, what);
-    if (r->result_int() == 404)
-      return Error(ENOENT, e.message() + "; check the image name and tag");
-    return e;
+    return classify(e.code(), e.message());
   }
   std::string_view body = r->body();
   while (!body.empty()) {
@@ -379,19 +395,7 @@ Result<void> Engine::pull(const ImageRef& image, const std::optional<RegistryAut
     }
     if (j.contains("error")) {
       std::string msg = j["error"].is_string() ? j["error"].get<std::string>() : j.dump();
-      int code = EIO;
-      if (msg.find("unauthorized") != std::string::npos ||
-          msg.find("authentication required") != std::string::npos ||
-          msg.find("denied") != std::string::npos) {
-        code = EACCES;
-        msg += "; check the credentials for " + image.registry +
-               " in the docker config named by [docker] config";
-      } else if (msg.find("not found") != std::string::npos ||
-                 msg.find("manifest unknown") != std::string::npos) {
-        code = ENOENT;
-        msg += "; check the image name and tag";
-      }
-      return Error(code, what + ": " + msg);
+      return classify(EIO, what + ": " + msg);
     }
     if (progress) progress(j);
   }
