@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "corral/cli/agent_cmd.hpp"
 #include "corral/cli/cluster.hpp"
 #include "corral/cli/image.hpp"
 #include "corral/cli/run.hpp"
@@ -146,7 +147,9 @@ int main(int argc, char** argv) {
   run->add_option("command", run_opts.argv, "the command and its arguments (after --)")->required();
   auto cluster = corral::cli::add_cluster_commands(app, &master);
   auto image_cmd = corral::cli::add_image_command(app);
+  auto agent_cmd = corral::cli::add_agent_commands(app);
   CLI11_PARSE(app, argc, argv);
+  if (auto rc = agent_cmd()) return *rc;
   if (image_cmd->parsed()) return image_cmd->run();
   if (auto rc = cluster()) return *rc;
   if (run->parsed()) {

@@ -60,14 +60,12 @@ std::string random_bytes(size_t n) {
 }
 
 double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 Result<void> check_id(std::string_view what, const std::string& id) {
   if (id.empty()) return Error(EINVAL, std::string(what) + " is missing");
-  if (id.size() > 255)
-    return Error(EINVAL, std::string(what) + " is longer than 255 bytes");
+  if (id.size() > 255) return Error(EINVAL, std::string(what) + " is longer than 255 bytes");
   if (id == "." || id == "..")
     return Error(EINVAL, std::string(what) + " \"" + id + "\" is not allowed");
   for (unsigned char c : id) {
@@ -229,7 +227,8 @@ AgentImpl::~AgentImpl() {
 
 Result<void> AgentImpl::init(AgentDeps deps) {
   std::error_code ec;
-  for (const auto& d : {config_.work_dir, config_.work_dir / "sandboxes", config_.work_dir / "runs"}) {
+  for (const auto& d :
+       {config_.work_dir, config_.work_dir / "sandboxes", config_.work_dir / "runs"}) {
     fs::create_directories(d, ec);
     if (ec) {
       return Error(ec.value(), "cannot create " + d.string() + ": " + ec.message() +
@@ -341,8 +340,7 @@ Result<void> AgentImpl::open_native() {
                      : isolator::open_cgroupfs_manager();
         if (m) {
           o.cgroups = std::shared_ptr<isolator::CgroupManager>(std::move(*m));
-          cgroup_backend_ =
-              backend == isolator::CgroupBackend::kSystemd ? "systemd" : "cgroupfs";
+          cgroup_backend_ = backend == isolator::CgroupBackend::kSystemd ? "systemd" : "cgroupfs";
         } else {
           usable = m.error();
         }
@@ -360,8 +358,9 @@ Result<void> AgentImpl::open_native() {
                        "file (now " +
                        policy.require_cgroup_v2.origin + ").");
     }
-    limits_warning_ = "resource limits are NOT enforced on this agent (cgroups.require_v2 = false, " +
-                      policy.require_cgroup_v2.origin + "): " + usable.error().message();
+    limits_warning_ =
+        "resource limits are NOT enforced on this agent (cgroups.require_v2 = false, " +
+        policy.require_cgroup_v2.origin + "): " + usable.error().message();
     log::warning("WARNING: " + limits_warning_);
     cgroup_backend_ = "none";
   }
@@ -408,9 +407,9 @@ Result<void> AgentImpl::recover(const CheckpointContents& contents) {
     index_[key_of(t->framework.id().value(), t->info.task_id().value())] = t->container_id;
     tasks_[t->container_id] = std::move(t);
   }
-  auto report = [&](containerizer::Containerizer* c,
-                    const std::vector<std::pair<std::string, nlohmann::json>>& cps)
-      -> Result<void> {
+  auto report =
+      [&](containerizer::Containerizer* c,
+          const std::vector<std::pair<std::string, nlohmann::json>>& cps) -> Result<void> {
     if (!c) {
       for (const auto& [id, cp] : cps) pending_failures_.push_back(id);
       return {};
@@ -427,8 +426,7 @@ Result<void> AgentImpl::recover(const CheckpointContents& contents) {
     asio::post(io_, [this, id] {
       auto* t = find(id);
       if (!t || is_terminal(t->state)) return;
-      update(*t, v1::TASK_FAILED, TaskStatus::SOURCE_AGENT,
-             TaskStatus::REASON_AGENT_RESTARTED,
+      update(*t, v1::TASK_FAILED, TaskStatus::SOURCE_AGENT, TaskStatus::REASON_AGENT_RESTARTED,
              "the agent restarted before the task was launched (or its containerizer is gone)");
     });
   }
@@ -469,8 +467,9 @@ Result<std::string> AgentImpl::run_task(const v1::FrameworkInfo& framework_in,
                              existing->container_id + "); task ids must be unique");
   }
   if (drain_) {
-    return Error(EBUSY, "the agent is draining: it accepts no new tasks (corral agent drain); "
-                        "run the task on another agent");
+    return Error(EBUSY,
+                 "the agent is draining: it accepts no new tasks (corral agent drain); "
+                 "run the task on another agent");
   }
   frameworks_[framework.id().value()] = framework;
   auto t = std::make_unique<TaskRecord>();
@@ -480,11 +479,11 @@ Result<std::string> AgentImpl::run_task(const v1::FrameworkInfo& framework_in,
   t->local = local;
   t->state = v1::TASK_STAGING;
   t->created_at = now_seconds();
-  t->containerizer =
-      task.has_container() && task.container().type() == v1::ContainerInfo::DOCKER ? "docker"
-                                                                                    : "native";
-  t->sandbox = (config_.work_dir / "sandboxes" / framework.id().value() /
-                task.task_id().value() / t->container_id)
+  t->containerizer = task.has_container() && task.container().type() == v1::ContainerInfo::DOCKER
+                         ? "docker"
+                         : "native";
+  t->sandbox = (config_.work_dir / "sandboxes" / framework.id().value() / task.task_id().value() /
+                t->container_id)
                    .string();
   t->run_dir = (config_.work_dir / "runs" / t->container_id).string();
   TaskRecord& rec = *t;
@@ -494,9 +493,8 @@ Result<std::string> AgentImpl::run_task(const v1::FrameworkInfo& framework_in,
 
   // Policy decision: a refusal is the task's TASK_ERROR, naming the rule and its file.
   auto request = policy_request_for(framework, task);
-  Result<isolator::Decision> decision =
-      request ? isolator::decide(policy_.current(), *request)
-              : Result<isolator::Decision>(request.error());
+  Result<isolator::Decision> decision = request ? isolator::decide(policy_.current(), *request)
+                                                : Result<isolator::Decision>(request.error());
   if (!decision) {
     update(rec, v1::TASK_ERROR, TaskStatus::SOURCE_AGENT, TaskStatus::REASON_TASK_UNAUTHORIZED,
            "refused by the isolation policy: " + decision.error().message());
@@ -522,8 +520,8 @@ Result<std::string> AgentImpl::run_task(const v1::FrameworkInfo& framework_in,
   lr.decision = *decision;
   lr.kill_grace = config_.kill_grace;
   if (task.has_kill_policy() && task.kill_policy().has_grace_period()) {
-    lr.kill_grace = std::chrono::milliseconds(task.kill_policy().grace_period().nanoseconds() /
-                                              1'000'000);
+    lr.kill_grace =
+        std::chrono::milliseconds(task.kill_policy().grace_period().nanoseconds() / 1'000'000);
   }
   lr.env = {"MESOS_SANDBOX=/mnt/sandbox",
             "MESOS_TASK_ID=" + task.task_id().value(),
@@ -569,8 +567,7 @@ void AgentImpl::on_launch_failed(const std::string& id, const Error& e, bool fet
   auto* t = find(id);
   if (!t) return;
   ++metrics_.tasks_failed_launch;
-  update(*t, v1::TASK_FAILED, TaskStatus::SOURCE_AGENT,
-         TaskStatus::REASON_CONTAINER_LAUNCH_FAILED,
+  update(*t, v1::TASK_FAILED, TaskStatus::SOURCE_AGENT, TaskStatus::REASON_CONTAINER_LAUNCH_FAILED,
          (fetch ? "preparing the sandbox failed: " : "") + e.message());
 }
 
@@ -715,10 +712,10 @@ void AgentImpl::update(TaskRecord& t, TaskState state, TaskStatus::Source source
     t.finished_at = now_seconds();
     notify_waiters(t);
   }
-  log::info("task " + t.info.task_id().value() + " (framework " + t.framework.id().value() +
-                "): " + v1::TaskState_Name(state) + (message.empty() ? "" : ": " + message),
-            {{"CORRAL_TASK_ID", t.info.task_id().value()},
-             {"CORRAL_CONTAINER_ID", t.container_id}});
+  log::info(
+      "task " + t.info.task_id().value() + " (framework " + t.framework.id().value() +
+          "): " + v1::TaskState_Name(state) + (message.empty() ? "" : ": " + message),
+      {{"CORRAL_TASK_ID", t.info.task_id().value()}, {"CORRAL_CONTAINER_ID", t.container_id}});
   persist(t);
 }
 
@@ -809,8 +806,7 @@ void AgentImpl::pump(TaskRecord& t) {
     return;
   }
   if (!link_registered_) return;
-  if (t.inflight_uuid == front.uuid() &&
-      std::chrono::steady_clock::now() < t.retry_at) {
+  if (t.inflight_uuid == front.uuid() && std::chrono::steady_clock::now() < t.retry_at) {
     return;
   }
   send_update(t);
@@ -825,8 +821,8 @@ void AgentImpl::send_update(TaskRecord& t) {
   call.mutable_status_update()->set_latest_state(t.state);
   bool resend = t.inflight_uuid == front.uuid();
   t.inflight_uuid = front.uuid();
-  t.retry_backoff = resend ? std::min(t.retry_backoff * 2, config_.update_retry_max)
-                           : config_.update_retry_min;
+  t.retry_backoff =
+      resend ? std::min(t.retry_backoff * 2, config_.update_retry_max) : config_.update_retry_min;
   t.retry_at = std::chrono::steady_clock::now() + t.retry_backoff;
   if (resend) ++metrics_.status_update_retries;
   ++metrics_.status_updates_sent;
@@ -890,9 +886,11 @@ void AgentImpl::stop(bool kill_tasks, std::function<void()> done) {
   auto finish = [this, done, remaining] {
     if (--*remaining > 0) return;
     // Let the last checkpoint commit land.
-    asio::post(db_strand_, [this, done] { asio::post(io_, [done] {
-                                            if (done) done();
-                                          }); });
+    asio::post(db_strand_, [this, done] {
+      asio::post(io_, [done] {
+        if (done) done();
+      });
+    });
   };
   for (auto* s : {unix_server_.get(), tcp_server_.get()}) {
     if (s) {
@@ -929,8 +927,7 @@ Result<void> Agent::reload_policy() {
   if (r.ok()) {
     log::notice("policy reloaded from " + impl_->config_.policy_dir.string());
   } else {
-    log::error("policy NOT reloaded (the last good policy stays in force): " +
-               r.error().message());
+    log::error("policy NOT reloaded (the last good policy stays in force): " + r.error().message());
   }
   return r;
 }

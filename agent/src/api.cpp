@@ -34,7 +34,8 @@ std::string query_param(std::string_view target, std::string_view key) {
     auto amp = q.find('&');
     std::string_view kv = q.substr(0, amp);
     auto eq = kv.find('=');
-    if (kv.substr(0, eq) == key) return eq == std::string_view::npos ? "" : std::string(kv.substr(eq + 1));
+    if (kv.substr(0, eq) == key)
+      return eq == std::string_view::npos ? "" : std::string(kv.substr(eq + 1));
     if (amp == std::string_view::npos) break;
     q = q.substr(amp + 1);
   }
@@ -55,8 +56,8 @@ Result<void> AgentImpl::start_api() {
       const auto& m = metrics_;
       std::string out;
       auto line = [&](const char* name, const char* type, const char* help, double v) {
-        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type +
-               "\n" + name + " " + std::to_string(v) + "\n";
+        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+               name + " " + std::to_string(v) + "\n";
       };
       int live = 0;
       for (auto& [id, t] : tasks_) live += is_terminal(t->state) ? 0 : 1;
@@ -98,7 +99,9 @@ Result<void> AgentImpl::start_api() {
     r.add(http::Verb::post, "/api/v1", [this, full](std::shared_ptr<http::Exchange> ex) {
       const auto& req = ex->request();
       auto fmt = wire_format_from_content_type(req[http::Field::content_type]);
-      if (!fmt) return ex->respond(http::error_response(Status::unsupported_media_type, fmt.error().message()));
+      if (!fmt)
+        return ex->respond(
+            http::error_response(Status::unsupported_media_type, fmt.error().message()));
       v1::agent::Call call;
       if (auto p = parse_message(*fmt, req.body(), &call); !p.ok())
         return ex->respond(http::error_response(Status::bad_request, p.error().message()));
@@ -106,9 +109,8 @@ Result<void> AgentImpl::start_api() {
     });
 
     // Corral's own endpoints.
-    r.add_prefix(http::Verb::get, "/corral/v1/logs/", [this](std::shared_ptr<http::Exchange> ex) {
-      stream_log(ex);
-    });
+    r.add_prefix(http::Verb::get, "/corral/v1/logs/",
+                 [this](std::shared_ptr<http::Exchange> ex) { stream_log(ex); });
     r.add(http::Verb::get, "/corral/v1/drain", [this](const http::Request&) {
       return http::json_response(Status::ok, drain_progress());
     });
@@ -117,8 +119,8 @@ Result<void> AgentImpl::start_api() {
         auto body = http::parse_json_body(req);
         if (!body) return http::error_response(Status::bad_request, body.error().message());
         if (!body->is_object() || !body->contains("task"))
-          return http::error_response(Status::bad_request,
-                                      "expected {\"framework_id\": \"local\", \"task\": {TaskInfo}}");
+          return http::error_response(
+              Status::bad_request, "expected {\"framework_id\": \"local\", \"task\": {TaskInfo}}");
         v1::TaskInfo task;
         if (auto p = parse_json_value((*body)["task"], &task); !p.ok())
           return http::error_response(Status::bad_request, p.error().message());
@@ -173,9 +175,9 @@ Result<void> AgentImpl::start_api() {
       });
       r.add(http::Verb::post, "/corral/v1/reload", [this](const http::Request&) {
         if (auto p = policy_.reload(); !p.ok())
-          return http::error_response(Status::unprocessable_entity,
-                                      "the policy was NOT reloaded (the last good one stays): " +
-                                          p.error().message());
+          return http::error_response(
+              Status::unprocessable_entity,
+              "the policy was NOT reloaded (the last good one stays): " + p.error().message());
         return http::json_response(Status::ok, {{"reloaded", true}});
       });
     }
@@ -269,7 +271,8 @@ void AgentImpl::api_call(const std::shared_ptr<http::Exchange>& ex, const v1::ag
       std::vector<Item> items;
       for (const auto& [id, t] : tasks_) {
         if (t->launched && !is_terminal(t->state))
-          items.push_back({id, t->framework.id().value(), t->containerizer, t->info.task_id().value()});
+          items.push_back(
+              {id, t->framework.id().value(), t->containerizer, t->info.task_id().value()});
       }
       auto* native = native_.get();
       auto* docker = docker_.get();
@@ -317,8 +320,8 @@ void AgentImpl::api_call(const std::shared_ptr<http::Exchange>& ex, const v1::ag
       bool list = call.type() == Call::LIST_FILES;
       std::string path = list ? call.list_files().path() : call.read_file().path();
       uint64_t offset = list ? 0 : call.read_file().offset();
-      uint64_t length = list ? 0 : (call.read_file().has_length() ? call.read_file().length()
-                                                                  : kMaxReadLength);
+      uint64_t length =
+          list ? 0 : (call.read_file().has_length() ? call.read_file().length() : kMaxReadLength);
       if (length > kMaxReadLength) length = kMaxReadLength;
       fs::path root = config_.work_dir / "sandboxes";
       std::string rel = path;
@@ -326,10 +329,12 @@ void AgentImpl::api_call(const std::shared_ptr<http::Exchange>& ex, const v1::ag
       while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
       asio::post(pool_, [ex, root, rel, list, offset, length, req] {
         UniqueFd rootfd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (!rootfd) return ex->respond(http::error_response(Status::internal_server_error, "sandboxes directory missing"));
+        if (!rootfd)
+          return ex->respond(
+              http::error_response(Status::internal_server_error, "sandboxes directory missing"));
         auto fd = open_beneath(rootfd.get(), rel, O_RDONLY);
         if (!fd) {
-          Status s = fd.error().code() == EACCES ? Status::forbidden
+          Status s = fd.error().code() == EACCES   ? Status::forbidden
                      : fd.error().code() == ENOENT ? Status::not_found
                                                    : Status::bad_request;
           return ex->respond(http::error_response(s, fd.error().message()));
@@ -340,23 +345,27 @@ void AgentImpl::api_call(const std::shared_ptr<http::Exchange>& ex, const v1::ag
         if (list) {
           r.set_type(Response::LIST_FILES);
           if (!S_ISDIR(st.st_mode))
-            return ex->respond(http::error_response(Status::bad_request, rel + " is not a directory"));
+            return ex->respond(
+                http::error_response(Status::bad_request, rel + " is not a directory"));
           std::error_code ec;
           fs::path dir = "/proc/self/fd/" + std::to_string(fd->get());
           for (const auto& e : fs::directory_iterator(dir, ec)) {
             struct stat es {};
-            if (::fstatat(fd->get(), e.path().filename().c_str(), &es, AT_SYMLINK_NOFOLLOW) != 0) continue;
+            if (::fstatat(fd->get(), e.path().filename().c_str(), &es, AT_SYMLINK_NOFOLLOW) != 0)
+              continue;
             auto* fi = r.mutable_list_files()->add_file_infos();
             fi->set_path((root / rel / e.path().filename()).lexically_normal().string());
             fi->set_size(static_cast<uint64_t>(es.st_size));
             fi->set_mode(es.st_mode);
             fi->set_nlink(static_cast<int32_t>(es.st_nlink));
-            fi->mutable_mtime()->set_nanoseconds(static_cast<int64_t>(es.st_mtim.tv_sec) * 1000000000);
+            fi->mutable_mtime()->set_nanoseconds(static_cast<int64_t>(es.st_mtim.tv_sec) *
+                                                 1000000000);
           }
         } else {
           r.set_type(Response::READ_FILE);
           if (!S_ISREG(st.st_mode))
-            return ex->respond(http::error_response(Status::bad_request, rel + " is not a regular file"));
+            return ex->respond(
+                http::error_response(Status::bad_request, rel + " is not a regular file"));
           r.mutable_read_file()->set_size(static_cast<uint64_t>(st.st_size));
           std::string data;
           if (offset < static_cast<uint64_t>(st.st_size)) {
@@ -416,7 +425,8 @@ void AgentImpl::stream_log(const std::shared_ptr<http::Exchange>& ex) {
     for (const auto& c : completed_) {
       (void)c;
     }
-    return ex->respond(http::error_response(Status::not_found, "no container " + id + " on this agent"));
+    return ex->respond(
+        http::error_response(Status::not_found, "no container " + id + " on this agent"));
   }
   std::string path = sandbox + "/" + which;
   int64_t offset = 0;

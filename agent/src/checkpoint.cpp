@@ -72,7 +72,8 @@ Result<void> CheckpointStore::commit(const CheckpointBatch& batch) {
     }
     if (!batch.meta.empty()) {
       CORRAL_ASSIGN_OR_RETURN(
-          SqliteStatement put, db_.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"));
+          SqliteStatement put,
+          db_.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"));
       for (const auto& [k, v] : batch.meta) {
         CORRAL_TRY(put.reset());
         put.bind(1, k).bind(2, v);
@@ -81,7 +82,8 @@ Result<void> CheckpointStore::commit(const CheckpointBatch& batch) {
     }
     if (!batch.gc.empty()) {
       CORRAL_ASSIGN_OR_RETURN(
-          SqliteStatement put, db_.prepare("INSERT OR REPLACE INTO gc (path, finished) VALUES (?, ?)"));
+          SqliteStatement put,
+          db_.prepare("INSERT OR REPLACE INTO gc (path, finished) VALUES (?, ?)"));
       CORRAL_ASSIGN_OR_RETURN(SqliteStatement del, db_.prepare("DELETE FROM gc WHERE path = ?"));
       for (const auto& [path, finished] : batch.gc) {
         if (finished) {

@@ -15,7 +15,8 @@
 namespace corral::agent {
 
 struct CheckpointBatch {
-  std::map<std::string, std::optional<std::string>> tasks;  // container id -> record (nullopt: erase)
+  std::map<std::string, std::optional<std::string>>
+      tasks;  // container id -> record (nullopt: erase)
   std::map<std::string, std::string> meta;
   std::map<std::string, std::optional<double>> gc;  // sandbox path -> finished at (nullopt: erase)
   bool empty() const { return tasks.empty() && meta.empty() && gc.empty(); }

@@ -144,7 +144,7 @@ Result<std::vector<v1::Resource>> discover_resources(const AgentConfig& config) 
     cpu_set_t set;
     CPU_ZERO(&set);
     cpus = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                          : ::sysconf(_SC_NPROCESSORS_ONLN);
+                                                         : ::sysconf(_SC_NPROCESSORS_ONLN);
   }
   uint64_t mem = 0;
   if (config.resources.memory) {
@@ -202,11 +202,10 @@ Result<std::vector<v1::Resource>> discover_resources(const AgentConfig& config) 
     }
   }
   if (free_cpus < -1e-9 || free_mem < -1e-9 || free_disk < -1e-9) {
-    return Error(EINVAL,
-                 "the [reservations.*] sections reserve more than the agent has (cpus " +
-                     std::to_string(cpus) + ", memory " + std::to_string(mem >> 20) +
-                     " MiB, disk " + std::to_string(disk >> 20) +
-                     " MiB); lower the reservations or set [resources] explicitly");
+    return Error(EINVAL, "the [reservations.*] sections reserve more than the agent has (cpus " +
+                             std::to_string(cpus) + ", memory " + std::to_string(mem >> 20) +
+                             " MiB, disk " + std::to_string(disk >> 20) +
+                             " MiB); lower the reservations or set [resources] explicitly");
   }
   if (free_cpus > 1e-9) out.push_back(scalar("cpus", free_cpus, "*"));
   if (free_mem > 1e-9) out.push_back(scalar("mem", free_mem, "*"));

@@ -42,9 +42,9 @@ struct CheckTarget {
 
 // PID 1 of the task: the supervisor's (launcher's) only child.
 pid_t task_init_of(pid_t launcher) {
-  auto children = read_file("/proc/" + std::to_string(launcher) + "/task/" +
-                                std::to_string(launcher) + "/children",
-                            4096);
+  auto children = read_file(
+      "/proc/" + std::to_string(launcher) + "/task/" + std::to_string(launcher) + "/children",
+      4096);
   if (!children) return -1;
   long v = std::strtol(children->c_str(), nullptr, 10);
   return v > 0 ? static_cast<pid_t>(v) : -1;
@@ -90,7 +90,8 @@ Result<UniqueFd> connect_local(uint32_t port, std::chrono::milliseconds timeout)
   return s;
 }
 
-Result<void> http_check(const v1::HealthCheck::HTTPCheckInfo& h, std::chrono::milliseconds timeout) {
+Result<void> http_check(const v1::HealthCheck::HTTPCheckInfo& h,
+                        std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   CORRAL_ASSIGN_OR_RETURN(UniqueFd s, connect_local(h.port(), timeout));
   std::string path = h.path().empty() ? "/" : h.path();
@@ -129,7 +130,8 @@ Result<void> command_check(const v1::CommandInfo& cmd, const CheckTarget& target
                            std::chrono::milliseconds timeout) {
   if (target.task_init <= 0) return Error(ESRCH, "the task's process is gone");
   std::vector<std::string> args = {"nsenter", "--target", std::to_string(target.task_init),
-                                   "--mount", "--net", "--uts", "--ipc", "--pid", "--wdns=/mnt/sandbox"};
+                                   "--mount", "--net",    "--uts",
+                                   "--ipc",   "--pid",    "--wdns=/mnt/sandbox"};
   if (!target.user.empty()) {
     uint32_t uid = 0, gid = 0;
     if (target.user.find_first_not_of("0123456789") == std::string::npos) {
@@ -229,8 +231,8 @@ void AgentImpl::start_health_checks(TaskRecord& t) {
         auto timer = weak.lock();
         if (!task || !timer || is_terminal(task->state)) return;
         const auto& hc = task->info.health_check();
-        bool in_grace = now_seconds() - task->health_started <
-                        hc.delay_seconds() + hc.grace_period_seconds();
+        bool in_grace =
+            now_seconds() - task->health_started < hc.delay_seconds() + hc.grace_period_seconds();
         if (r.ok()) {
           task->health_failures = 0;
           if (!task->health_known || !task->healthy) {

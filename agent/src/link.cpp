@@ -17,8 +17,8 @@ constexpr const char* kStreamIdHeader = "Corral-Agent-Stream-Id";
 void AgentImpl::post_call(const internal::AgentCall& call,
                           std::function<void(const Result<http::Response>&)> done) {
   if (!call_client_) return;
-  auto req = http::make_request(http::Verb::post, "/api/v1/agent", to_binary(call),
-                                kProtobufContentType);
+  auto req =
+      http::make_request(http::Verb::post, "/api/v1/agent", to_binary(call), kProtobufContentType);
   req.set(http::Field::accept, kProtobufContentType);
   if (!stream_id_.empty()) req.set(kStreamIdHeader, stream_id_);
   call_client_->request(std::move(req), [this, done](Result<http::Response> r) {
@@ -53,7 +53,8 @@ void AgentImpl::connect_master() {
   internal::AgentCall call;
   v1::AgentInfo* info = nullptr;
   std::string own_port = "5051";
-  if (tcp_server_ && tcp_server_->tcp_port() != 0) own_port = std::to_string(tcp_server_->tcp_port());
+  if (tcp_server_ && tcp_server_->tcp_port() != 0)
+    own_port = std::to_string(tcp_server_->tcp_port());
   if (registered_before_) {
     call.set_type(internal::AgentCall::REREGISTER);
     call.mutable_agent_id()->set_value(agent_id_);
@@ -81,8 +82,8 @@ void AgentImpl::connect_master() {
   for (const auto& r : resources_) *info->add_resources() = r;
   for (const auto& a : attributes_of(config_)) *info->add_attributes() = a;
 
-  auto req = http::make_request(http::Verb::post, "/api/v1/agent", to_binary(call),
-                                kProtobufContentType);
+  auto req =
+      http::make_request(http::Verb::post, "/api/v1/agent", to_binary(call), kProtobufContentType);
   req.set(http::Field::accept, kProtobufContentType);
   auto decoder = std::make_shared<RecordIoDecoder>(64u << 20);
   auto error_body = std::make_shared<std::string>();
@@ -123,17 +124,16 @@ void AgentImpl::connect_master() {
     stream_id_.clear();
     if (stopped_) return;
     ++metrics_.master_disconnects;
-    link_error_ = !*ok ? "master refused the agent: " + *error_body
-                       : (end.ok() ? std::string("the master closed the stream")
-                                   : end.error().message());
+    link_error_ =
+        !*ok ? "master refused the agent: " + *error_body
+             : (end.ok() ? std::string("the master closed the stream") : end.error().message());
     if (was || link_backoff_.count() == 0) {
       log::warning("lost the master at " + config_.master + " (" + link_error_ +
                    "); tasks keep running, reconnecting");
     }
     // Exponential backoff with +-25% jitter.
-    link_backoff_ = link_backoff_.count() == 0
-                        ? config_.backoff_min
-                        : std::min(link_backoff_ * 2, config_.backoff_max);
+    link_backoff_ = link_backoff_.count() == 0 ? config_.backoff_min
+                                               : std::min(link_backoff_ * 2, config_.backoff_max);
     static thread_local std::mt19937 rng{std::random_device{}()};
     std::uniform_real_distribution<double> jitter(0.75, 1.25);
     auto delay = std::chrono::milliseconds(
@@ -197,8 +197,8 @@ void AgentImpl::handle_event(const internal::AgentEvent& ev) {
       const auto& rt = ev.run_task();
       auto r = run_task(rt.framework(), rt.task(), false);
       if (!r) {
-        log::warning("RUN_TASK " + rt.task().task_id().value() + " refused: " +
-                     r.error().message());
+        log::warning("RUN_TASK " + rt.task().task_id().value() +
+                     " refused: " + r.error().message());
         if (r.error().code() != EEXIST) {
           // Report it as the task's own failure (unless it would clash with a live task).
           v1::FrameworkInfo f = rt.framework();

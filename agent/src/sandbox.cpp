@@ -58,7 +58,8 @@ std::string sha256_hex(std::string_view data) {
 }
 
 bool is_archive_name(const std::string& n) {
-  for (const char* ext : {".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip"}) {
+  for (const char* ext :
+       {".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip"}) {
     std::string e(ext);
     if (n.size() > e.size() && n.compare(n.size() - e.size(), e.size(), e) == 0) return true;
   }
@@ -123,8 +124,8 @@ Result<void> extract(const fs::path& archive_path, const fs::path& dir, uint64_t
       total += size;
       if (total > max_bytes) {
         cleanup();
-        return Error(EFBIG, "archive " + archive_path.filename().string() + " unpacks to more than " +
-                                std::to_string(max_bytes) +
+        return Error(EFBIG, "archive " + archive_path.filename().string() +
+                                " unpacks to more than " + std::to_string(max_bytes) +
                                 " bytes (tasks.fetch_max_bytes); refused");
       }
       if (archive_write_data_block(out, buf, size, offset) != ARCHIVE_OK) {
@@ -153,7 +154,8 @@ Result<void> fetch_uri(const v1::CommandInfo::URI& uri, const fs::path& dir,
     want_sha = value.substr(hash + 8);
     value = value.substr(0, hash);
     for (auto& c : want_sha) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (want_sha.size() != 64 || want_sha.find_first_not_of("0123456789abcdef") != std::string::npos)
+    if (want_sha.size() != 64 ||
+        want_sha.find_first_not_of("0123456789abcdef") != std::string::npos)
       return Error(EINVAL, "URI " + uri.value() + ": #sha256= must be 64 hex digits");
   }
   std::string name = uri.output_file();
@@ -168,9 +170,11 @@ Result<void> fetch_uri(const v1::CommandInfo::URI& uri, const fs::path& dir,
     o.body_limit = max_bytes;
     o.request_timeout = std::chrono::minutes(10);
     auto client = http::HttpClient::create(hostport, o);
-    if (!client) return Error(client.error().code(), "URI " + value + ": " + client.error().message());
+    if (!client)
+      return Error(client.error().code(), "URI " + value + ": " + client.error().message());
     auto resp = client->get(target);
-    if (!resp) return Error(resp.error().code(), "fetching " + value + ": " + resp.error().message());
+    if (!resp)
+      return Error(resp.error().code(), "fetching " + value + ": " + resp.error().message());
     if (resp->result() != http::Status::ok)
       return Error(EIO, "fetching " + value + ": HTTP " + std::to_string(resp->result_int()));
     data = std::move(resp->body());
@@ -194,10 +198,11 @@ Result<void> fetch_uri(const v1::CommandInfo::URI& uri, const fs::path& dir,
       }
     }
     if (!allowed) {
-      return Error(EPERM, "URI " + value +
-                              ": local files may only be fetched from the host paths the policy "
-                              "allows (volumes.allowed_host_paths); add the directory there or serve "
-                              "the file over http");
+      return Error(EPERM,
+                   "URI " + value +
+                       ": local files may only be fetched from the host paths the policy "
+                       "allows (volumes.allowed_host_paths); add the directory there or serve "
+                       "the file over http");
     }
     if (name.empty()) name = p.filename().string();
     CORRAL_ASSIGN_OR_RETURN(data, read_file(p, max_bytes));
@@ -205,8 +210,8 @@ Result<void> fetch_uri(const v1::CommandInfo::URI& uri, const fs::path& dir,
   if (!want_sha.empty()) {
     std::string got = sha256_hex(data);
     if (got != want_sha) {
-      return Error(EINVAL, "URI " + value + ": checksum mismatch (sha256 " + got +
-                               ", expected " + want_sha + "); refusing to use it");
+      return Error(EINVAL, "URI " + value + ": checksum mismatch (sha256 " + got + ", expected " +
+                               want_sha + "); refusing to use it");
     }
   }
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
@@ -222,7 +227,8 @@ Result<void> fetch_uri(const v1::CommandInfo::URI& uri, const fs::path& dir,
     off += static_cast<size_t>(w);
   }
   fd.reset();
-  bool extract_it = (!uri.has_extract() || uri.extract()) && !uri.executable() && is_archive_name(name);
+  bool extract_it =
+      (!uri.has_extract() || uri.extract()) && !uri.executable() && is_archive_name(name);
   if (extract_it) CORRAL_TRY(extract(out, dir, max_bytes));
   return {};
 }
@@ -231,7 +237,8 @@ Result<void> AgentImpl::prepare_sandbox(const containerizer::LaunchRequest& requ
                                         const isolator::Policy& policy, uint64_t fetch_max) {
   std::error_code ec;
   fs::create_directories(request.sandbox_dir, ec);
-  if (ec) return Error(ec.value(), "creating " + request.sandbox_dir.string() + ": " + ec.message());
+  if (ec)
+    return Error(ec.value(), "creating " + request.sandbox_dir.string() + ": " + ec.message());
   fs::create_directories(request.run_dir, ec);
   if (ec) return Error(ec.value(), "creating " + request.run_dir.string() + ": " + ec.message());
   ::chmod(request.run_dir.c_str(), 0700);

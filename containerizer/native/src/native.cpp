@@ -15,8 +15,8 @@
 #include <ctime>
 #include <deque>
 #include <map>
-#include <set>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "corral/common/fd.hpp"
@@ -150,8 +150,8 @@ Result<isolator::SandboxSpec> sandbox_spec_for(const LaunchRequest& request,
     if (spec.seccomp.profile.is_discarded())
       return Error(EINVAL, "seccomp profile " + request.decision.seccomp + " is not valid JSON");
   }
-  spec.kill_grace_ms = static_cast<uint32_t>(
-      std::clamp<int64_t>(request.kill_grace.count(), 0, 24 * 3600 * 1000));
+  spec.kill_grace_ms =
+      static_cast<uint32_t>(std::clamp<int64_t>(request.kill_grace.count(), 0, 24 * 3600 * 1000));
   spec.stdout_spec.path = (request.sandbox_dir / "stdout").string();
   spec.stderr_spec.path = (request.sandbox_dir / "stderr").string();
   spec.stdout_spec.max_bytes = spec.stderr_spec.max_bytes = options.output_max_bytes;
@@ -174,7 +174,7 @@ Result<void> check_container_id(const std::string& id) {
 }
 
 Termination termination_from(const Result<launcher::ExitStatus>& status, bool oom,
-                              bool agent_killed, pid_t pid) {
+                             bool agent_killed, pid_t pid) {
   Termination t;
   t.oom_killed = oom;
   if (!status) {
@@ -188,7 +188,7 @@ Termination termination_from(const Result<launcher::ExitStatus>& status, bool oo
     } else if (agent_killed) {
       t.kind = Termination::Kind::signaled;
       t.signal = SIGKILL;
-      t.message = "killed";
+      t.message = "killed by SIGKILL";
     }
     return t;
   }
@@ -214,8 +214,9 @@ Termination termination_from(const Result<launcher::ExitStatus>& status, bool oo
   }
   if (oom) {
     t.reason = TaskStatus::REASON_CONTAINER_LIMITATION_MEMORY;
-    t.message = "out of memory: the kernel's OOM killer acted in the task (memory limit reached); " +
-                t.message;
+    t.message =
+        "out of memory: the kernel's OOM killer acted in the task (memory limit reached); " +
+        t.message;
   }
   return t;
 }
@@ -284,7 +285,8 @@ class NativeContainerizer final : public containerizer::Containerizer {
     std::string cgroup_dir;
     if (options_.cgroups) {
       auto cg = options_.cgroups->create(request.container_id, request.decision.limits);
-      if (!cg) return Error(cg.error().code(), "creating the task's cgroup: " + cg.error().message());
+      if (!cg)
+        return Error(cg.error().code(), "creating the task's cgroup: " + cg.error().message());
       c->cgroup = std::move(*cg);
       cgroup_dir = c->cgroup->path().string();
     }
@@ -306,8 +308,8 @@ class NativeContainerizer final : public containerizer::Containerizer {
     const std::string spec_arg = spec_path.string();
     const std::string log_path = (request.run_dir / "launcher.log").string();
     const std::string procs = cgroup_dir.empty() ? std::string() : cgroup_dir + "/cgroup.procs";
-    const char* argv[] = {"corral-launcher", "--spec", spec_arg.c_str(), "--ready-fd", "3",
-                          nullptr};
+    const char* argv[] = {"corral-launcher", "--spec", spec_arg.c_str(),
+                          "--ready-fd",      "3",      nullptr};
     const char* envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", nullptr};
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) != 0) return fail(Error::from_errno("pipe2"));
@@ -386,11 +388,11 @@ class NativeContainerizer final : public containerizer::Containerizer {
       int status = 0;
       ::waitpid(pid, &status, 0);
       std::string log_text = read_file(log_path, 4096).value_or("");
-      return fail(Error(ECHILD, "corral-launcher exited (" +
-                                    std::string(WIFEXITED(status) ? "status " : "signal ") +
-                                    std::to_string(WIFEXITED(status) ? WEXITSTATUS(status)
-                                                                     : WTERMSIG(status)) +
-                                    ") before starting the task: " + log_text));
+      return fail(Error(
+          ECHILD, "corral-launcher exited (" +
+                      std::string(WIFEXITED(status) ? "status " : "signal ") +
+                      std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status)) +
+                      ") before starting the task: " + log_text));
     }
     c->pidfd = std::move(*pidfd);
 
@@ -422,7 +424,9 @@ class NativeContainerizer final : public containerizer::Containerizer {
     // The supervisor forwards SIGTERM to the task and starts its own grace period; the agent
     // SIGKILLs through the cgroup when the requested grace runs out first.
     if (c.pidfd.valid()) (void)c.pidfd.send_signal(SIGTERM);
-    auto when = std::chrono::steady_clock::now() + grace;
+    // One second after the supervisor's own deadline, so that normally the supervisor does it
+    // (and records that SIGKILL was needed).
+    auto when = std::chrono::steady_clock::now() + grace + std::chrono::seconds(1);
     if (!c.force_at || when < *c.force_at) c.force_at = when;
     wake();
     return {};
@@ -476,8 +480,8 @@ class NativeContainerizer final : public containerizer::Containerizer {
     }
     if (c->cgroup) {
       if (auto d = c->cgroup->destroy(); !d.ok())
-        return Error(d.error().code(), "removing the cgroup of " + container_id + ": " +
-                                           d.error().message());
+        return Error(d.error().code(),
+                     "removing the cgroup of " + container_id + ": " + d.error().message());
     }
     return {};
   }
@@ -583,15 +587,15 @@ class NativeContainerizer final : public containerizer::Containerizer {
     } else if (c.pid > 0 && c.pidfd.valid()) {
       // Without a cgroup: SIGKILL the task's PID 1 (its whole pid namespace goes with it), then
       // the supervisor.
-      auto children =
-          read_file("/proc/" + std::to_string(c.pid) + "/task/" + std::to_string(c.pid) +
-                        "/children",
-                    4096);
-      if (children) {
-        pid_t init = static_cast<pid_t>(std::strtol(children->c_str(), nullptr, 10));
-        if (init > 0) ::kill(init, SIGKILL);
+      auto children = read_file(
+          "/proc/" + std::to_string(c.pid) + "/task/" + std::to_string(c.pid) + "/children", 4096);
+      pid_t init = children ? static_cast<pid_t>(std::strtol(children->c_str(), nullptr, 10)) : 0;
+      if (init > 0) {
+        // The supervisor stays to write the exit status (killed by SIGKILL).
+        ::kill(init, SIGKILL);
+      } else {
+        (void)c.pidfd.send_signal(SIGKILL);
       }
-      (void)c.pidfd.send_signal(SIGKILL);
     }
     c.force_at.reset();
   }
@@ -635,8 +639,8 @@ class NativeContainerizer final : public containerizer::Containerizer {
         auto now = std::chrono::steady_clock::now();
         for (auto& [id, c] : containers_) {
           if (c->force_at && !c->terminated) {
-            auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*c->force_at - now)
-                          .count();
+            auto ms =
+                std::chrono::duration_cast<std::chrono::milliseconds>(*c->force_at - now).count();
             timeout_ms = static_cast<int>(std::clamp<int64_t>(ms, 0, timeout_ms));
           }
         }

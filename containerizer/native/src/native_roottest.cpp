@@ -120,8 +120,7 @@ TEST_F(NativeTest, KillSendsSigtermAndTheTaskMayExitCleanly) {
   ASSERT_TRUE(t.has_value());
   EXPECT_EQ(t->kind, Termination::Kind::exited) << t->message;
   EXPECT_EQ(t->code, 0);
-  EXPECT_NE(read_file(req.sandbox_dir / "stdout").value_or("").find("got TERM"),
-            std::string::npos);
+  EXPECT_NE(read_file(req.sandbox_dir / "stdout").value_or("").find("got TERM"), std::string::npos);
 }
 
 TEST_F(NativeTest, KillEscalatesToSigkillAfterTheGracePeriod) {

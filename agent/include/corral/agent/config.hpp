@@ -17,8 +17,8 @@ namespace corral::agent {
 
 struct ResourceOverrides {
   std::optional<double> cpus;
-  std::optional<uint64_t> memory;  // bytes
-  std::optional<uint64_t> disk;    // bytes
+  std::optional<uint64_t> memory;                      // bytes
+  std::optional<uint64_t> disk;                        // bytes
   std::optional<std::pair<uint64_t, uint64_t>> ports;  // inclusive range
   std::optional<uint64_t> gpus;
 };
@@ -41,7 +41,7 @@ struct AgentConfig {
   std::string socket = "/run/corral/agent.sock";
   std::filesystem::path work_dir = "/var/lib/corral/agent";
   std::filesystem::path policy_dir = "/etc/corral/policy.d";
-  std::string launcher_path;  // default: beside corral-agent, then /usr/lib/corral
+  std::string launcher_path;            // default: beside corral-agent, then /usr/lib/corral
   std::string cgroup_backend = "auto";  // auto | systemd | cgroupfs | none
   std::string log_level = "info";
 
@@ -53,7 +53,7 @@ struct AgentConfig {
   std::chrono::milliseconds kill_grace{10'000};  // default SIGTERM->SIGKILL grace
   uint64_t output_max_bytes = 10ull << 20;       // stdout/stderr rotation size
   uint32_t output_keep = 3;
-  uint64_t fetch_max_bytes = 1ull << 30;         // one fetched URI
+  uint64_t fetch_max_bytes = 1ull << 30;  // one fetched URI
   // [gc] sandboxes of finished tasks
   std::chrono::milliseconds gc_max_age{7 * 24 * 3600 * 1000LL};
   double gc_disk_watermark = 0.90;  // above this fraction of the disk used, oldest go first

@@ -52,16 +52,16 @@ struct LaunchRequest {
 
 // What launch() returns: persisted by the agent with the task and handed back to recover().
 struct Launched {
-  std::optional<pid_t> pid;  // the supervising process on the host, when there is one
+  std::optional<pid_t> pid;   // the supervising process on the host, when there is one
   nlohmann::json checkpoint;  // implementation-defined; enough to find the container again
 };
 
 struct Termination {
   enum class Kind {
-    exited,     // the task's process exited with `code`
-    signaled,   // killed by `signal`
-    failed,     // it never started properly (setup error, image missing, ...)
-    lost,       // the container vanished without a readable exit (e.g. its supervisor died)
+    exited,    // the task's process exited with `code`
+    signaled,  // killed by `signal`
+    failed,    // it never started properly (setup error, image missing, ...)
+    lost,      // the container vanished without a readable exit (e.g. its supervisor died)
   };
   Kind kind = Kind::lost;
   int code = 0;

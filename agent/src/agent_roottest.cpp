@@ -1,0 +1,551 @@
+// corral-agent end to end on the host: the real binary, the real launcher, real tasks, the agent
+// API over its unix socket, and a small in-test master speaking the agent link. The host has no
+// cgroup v2 controllers, so these run with [cgroups] require_v2 = false; the guest group `agent`
+// (tests/vm/groups/agent.sh) covers cgroups and systemd.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "corral/common/fd.hpp"
+#include "corral/common/http_client.hpp"
+#include "corral/common/http_server.hpp"
+#include "corral/common/proto_json.hpp"
+#include "corral/common/recordio.hpp"
+#include "corral/v1/agent.pb.h"
+#include "corral/v1/internal.pb.h"
+
+namespace corral::agent {
+namespace {
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+namespace internal = corral::v1::internal;
+
+// ---- an in-test master ----------------------------------------------------------------------
+class FakeMaster {
+ public:
+  FakeMaster() : work_(io_.get_executor()) {
+    http::Router r;
+    r.add(http::Verb::post, "/api/v1/agent", [this](std::shared_ptr<http::Exchange> ex) {
+      internal::AgentCall call;
+      if (!parse_binary(ex->request().body(), &call).ok()) {
+        ex->respond(http::error_response(http::Status::bad_request, "bad call"));
+        return;
+      }
+      std::lock_guard lock(mu_);
+      calls_.push_back(call);
+      if (call.type() == internal::AgentCall::REGISTER ||
+          call.type() == internal::AgentCall::REREGISTER) {
+        auto head = http::make_response(http::Status::ok, "", "application/x-protobuf");
+        head.set("Corral-Agent-Stream-Id", "stream-" + std::to_string(calls_.size()));
+        stream_ = ex->start_stream(head);
+        internal::AgentEvent ev;
+        if (call.type() == internal::AgentCall::REGISTER) {
+          ev.set_type(internal::AgentEvent::REGISTERED);
+          ev.mutable_registered()->mutable_agent_id()->set_value("agent-from-master");
+          ev.mutable_registered()->set_heartbeat_interval_seconds(1);
+        } else {
+          ev.set_type(internal::AgentEvent::REREGISTERED);
+          *ev.mutable_reregistered()->mutable_agent_id() = call.agent_id();
+          ev.mutable_reregistered()->set_heartbeat_interval_seconds(1);
+        }
+        stream_->write_chunk(recordio_encode(to_binary(ev)));
+        return;
+      }
+      if (call.type() == internal::AgentCall::STATUS_UPDATE) {
+        const auto& u = call.status_update();
+        updates_.push_back(u);
+        if (auto_ack_ && stream_) {
+          internal::AgentEvent ack;
+          ack.set_type(internal::AgentEvent::ACKNOWLEDGE);
+          *ack.mutable_acknowledge()->mutable_framework_id() = u.framework_id();
+          *ack.mutable_acknowledge()->mutable_task_id() = u.status().task_id();
+          ack.mutable_acknowledge()->set_uuid(u.uuid());
+          stream_->write_chunk(recordio_encode(to_binary(ack)));
+        }
+      }
+      ex->respond(http::make_response(http::Status::accepted, ""));
+    });
+    server_ = std::make_unique<http::Server>(io_, std::move(r));
+    EXPECT_TRUE(server_->listen("127.0.0.1:0").ok());
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~FakeMaster() {
+    {
+      std::lock_guard lock(mu_);
+      if (stream_) stream_->close();
+    }
+    boost::asio::post(io_, [this] { server_.reset(); });
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  std::string address() const { return "http://127.0.0.1:" + std::to_string(server_->tcp_port()); }
+  void send(const internal::AgentEvent& ev) {
+    std::lock_guard lock(mu_);
+    ASSERT_TRUE(stream_ && stream_->is_open());
+    stream_->write_chunk(recordio_encode(to_binary(ev)));
+  }
+  void drop_stream() {
+    std::lock_guard lock(mu_);
+    if (stream_) stream_->close();
+    stream_.reset();
+  }
+  bool connected() {
+    std::lock_guard lock(mu_);
+    return stream_ && stream_->is_open();
+  }
+  std::vector<internal::AgentCall> calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  std::vector<internal::StatusUpdate> updates() {
+    std::lock_guard lock(mu_);
+    return updates_;
+  }
+  // Distinct updates (by uuid) of one task, in arrival order.
+  std::vector<v1::TaskState> states_of(const std::string& task) {
+    std::lock_guard lock(mu_);
+    std::vector<v1::TaskState> out;
+    std::set<std::string> seen;
+    for (const auto& u : updates_) {
+      if (u.status().task_id().value() != task || !seen.insert(u.uuid()).second) continue;
+      out.push_back(u.status().state());
+    }
+    return out;
+  }
+  void set_auto_ack(bool on) {
+    std::lock_guard lock(mu_);
+    auto_ack_ = on;
+  }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::unique_ptr<http::Server> server_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::shared_ptr<http::StreamWriter> stream_;
+  std::vector<internal::AgentCall> calls_;
+  std::vector<internal::StatusUpdate> updates_;
+  bool auto_ack_ = true;
+};
+
+// ---- the agent as a process --------------------------------------------------------------------
+class AgentProcess {
+ public:
+  AgentProcess(fs::path dir, std::string master) : dir_(std::move(dir)), master_(std::move(master)) {}
+  ~AgentProcess() { stop(); }
+  void start() {
+    std::vector<std::string> args = {CORRAL_AGENT_PATH,
+                                     "--work-dir", (dir_ / "work").string(),
+                                     "--socket", socket(),
+                                     "--listen", "",
+                                     "--policy-dir", (dir_ / "policy").string(),
+                                     "--launcher", CORRAL_LAUNCHER_PATH,
+                                     "--master", master_};
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int log = ::open((dir_ / "agent.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      _exit(127);
+    }
+    for (int i = 0; i < 200; ++i) {
+      auto c = client();
+      if (c && c->get("/health")) return;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "the agent did not come up; its log:\n" << read_file(dir_ / "agent.log").value_or("");
+  }
+  void kill9() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  void stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  bool alive() const { return pid_ > 0 && ::kill(pid_, 0) == 0; }
+  std::string socket() const { return (dir_ / "agent.sock").string(); }
+  Result<http::HttpClient> client() { return http::HttpClient::create("unix:" + socket()); }
+
+  Result<http::Response> post_json(const std::string& target, const std::string& body) {
+    CORRAL_ASSIGN_OR_RETURN(http::HttpClient c, client());
+    return c.post(target, body);
+  }
+  v1::agent::Response call(const std::string& json) {
+    auto r = post_json("/api/v1", json);
+    EXPECT_TRUE(r.ok());
+    v1::agent::Response resp;
+    if (r && r->result() == http::Status::ok) {
+      EXPECT_TRUE(parse_json(r->body(), &resp).ok()) << r->body();
+    }
+    return resp;
+  }
+  // The task's newest state as GET_TASKS shows it (any list).
+  std::optional<v1::Task> task(const std::string& id) {
+    auto r = call(R"({"type":"GET_TASKS"})");
+    const auto& t = r.get_tasks();
+    for (const auto* list : {&t.pending_tasks(), &t.launched_tasks(), &t.terminated_tasks(),
+                             &t.completed_tasks()}) {
+      for (const auto& task : *list) {
+        if (task.task_id().value() == id) return task;
+      }
+    }
+    return std::nullopt;
+  }
+  std::optional<v1::Task> wait_state(const std::string& id, std::set<v1::TaskState> states,
+                                     std::chrono::seconds timeout = 60s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto t = task(id);
+      if (t && states.count(t->state())) return t;
+      std::this_thread::sleep_for(100ms);
+    }
+    return task(id);
+  }
+  Result<http::Response> launch(const std::string& task_json, const std::string& framework = "local") {
+    return post_json("/corral/v1/tasks",
+                     R"({"framework_id":")" + framework + R"(","task":)" + task_json + "}");
+  }
+  std::string log() { return read_file(dir_ / "agent.log").value_or(""); }
+
+ private:
+  fs::path dir_;
+  std::string master_;
+  pid_t pid_ = -1;
+};
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = TempDir::create("agent-test-");
+    ASSERT_TRUE(d.ok());
+    dir_ = std::make_unique<TempDir>(std::move(*d));
+    ::chmod(dir_->path().c_str(), 0755);
+    fs::create_directories(dir_->path() / "policy");
+    fs::create_directories(dir_->path() / "files");
+    std::ofstream(dir_->path() / "policy" / "10-test.toml")
+        << "[cgroups]\nrequire_v2 = false\n[volumes]\nallowed_host_paths = [\""
+        << (dir_->path() / "files").string() << "\"]\n";
+  }
+  fs::path path() const { return dir_->path(); }
+  std::unique_ptr<TempDir> dir_;
+};
+
+std::string simple_task(const std::string& id, const std::string& command,
+                        const std::string& extra = "") {
+  return R"({"name":")" + id + R"(","task_id":{"value":")" + id +
+         R"("},"agent_id":{"value":"x"},"command":{"value":)" + nlohmann::json(command).dump() +
+         "}" + extra + "}";
+}
+
+std::vector<v1::TaskState> states(const v1::Task& t) {
+  std::vector<v1::TaskState> out;
+  for (const auto& s : t.statuses()) out.push_back(s.state());
+  return out;
+}
+
+TEST_F(AgentTest, ALocalTaskRunsToFinishedWithStatusesInOrderAndItsOutputIsReadable) {
+  AgentProcess agent(path(), "");
+  agent.start();
+  auto r = agent.launch(simple_task("hello", "echo hello from the task; sleep 0.5"));
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->result(), http::Status::accepted) << r->body();
+  auto cid = nlohmann::json::parse(r->body())["container_id"].get<std::string>();
+  auto t = agent.wait_state("hello", {v1::TASK_FINISHED});
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state(), v1::TASK_FINISHED);
+  EXPECT_EQ(states(*t), (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING,
+                                                    v1::TASK_FINISHED}));
+  // The sandbox's stdout through READ_FILE.
+  auto read = agent.call(R"({"type":"READ_FILE","read_file":{"path":"local/hello/)" + cid +
+                         R"(/stdout","offset":0}})");
+  EXPECT_EQ(read.read_file().data(), "hello from the task\n");
+  // The running warning says limits are not enforced here.
+  EXPECT_NE(agent.log().find("NOT enforced"), std::string::npos);
+}
+
+TEST_F(AgentTest, AFailingTaskReportsItsExitCode) {
+  AgentProcess agent(path(), "");
+  agent.start();
+  ASSERT_EQ(agent.launch(simple_task("fails", "exit 3"))->result(), http::Status::accepted);
+  auto t = agent.wait_state("fails", {v1::TASK_FAILED});
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state(), v1::TASK_FAILED);
+  EXPECT_NE(t->statuses().rbegin()->message().find("exited with status 3"), std::string::npos);
+}
+
+TEST_F(AgentTest, KillUsesTheGracePeriodThenSigkill) {
+  AgentProcess agent(path(), "");
+  agent.start();
+  ASSERT_EQ(agent.launch(simple_task("polite", "trap 'exit 0' TERM; while :; do sleep 0.1; done"))
+                ->result(),
+            http::Status::accepted);
+  ASSERT_EQ(agent.launch(simple_task("stubborn", "trap '' TERM; while :; do sleep 0.1; done",
+                                     R"(,"kill_policy":{"grace_period":{"nanoseconds":1000000000}})"))
+                ->result(),
+            http::Status::accepted);
+  ASSERT_TRUE(agent.wait_state("polite", {v1::TASK_RUNNING}).has_value());
+  auto stubborn = agent.wait_state("stubborn", {v1::TASK_RUNNING});
+  ASSERT_TRUE(stubborn.has_value());
+  std::this_thread::sleep_for(300ms);  // let the shells install their traps
+  for (const auto* id : {"polite", "stubborn"}) {
+    auto t = agent.task(id);
+    ASSERT_TRUE(t.has_value());
+    auto cid = t->statuses().rbegin()->container_status().container_id().value();
+    auto r = agent.post_json("/api/v1", R"({"type":"KILL_CONTAINER","kill_container":{"container_id":{"value":")" +
+                                             cid + R"("},"signal":15}})");
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->result(), http::Status::ok) << r->body();
+  }
+  auto polite = agent.wait_state("polite", {v1::TASK_KILLED});
+  ASSERT_TRUE(polite.has_value());
+  EXPECT_EQ(polite->state(), v1::TASK_KILLED);
+  auto start = std::chrono::steady_clock::now();
+  stubborn = agent.wait_state("stubborn", {v1::TASK_KILLED});
+  ASSERT_TRUE(stubborn.has_value());
+  EXPECT_EQ(stubborn->state(), v1::TASK_KILLED);
+  EXPECT_NE(stubborn->statuses().rbegin()->message().find("SIGKILL"), std::string::npos)
+      << stubborn->statuses().rbegin()->message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
+}
+
+TEST_F(AgentTest, ATaskFailingItsHealthCheckIsKilledAndReportedUnhealthy) {
+  AgentProcess agent(path(), "");
+  agent.start();
+  std::string hc = R"(,"health_check":{"type":"COMMAND","command":{"value":"test -e /mnt/sandbox/ok"},)"
+                   R"("delay_seconds":0,"interval_seconds":0.3,"timeout_seconds":5,)"
+                   R"("consecutive_failures":3,"grace_period_seconds":0})";
+  ASSERT_EQ(agent.launch(simple_task("sick", "sleep 600", hc))->result(), http::Status::accepted);
+  ASSERT_EQ(agent.launch(simple_task("well", "touch /mnt/sandbox/ok; sleep 600", hc))->result(),
+            http::Status::accepted);
+  auto sick = agent.wait_state("sick", {v1::TASK_FAILED}, 90s);
+  ASSERT_TRUE(sick.has_value());
+  ASSERT_EQ(sick->state(), v1::TASK_FAILED) << agent.log();
+  const auto& last = *sick->statuses().rbegin();
+  EXPECT_EQ(last.reason(), v1::TaskStatus::REASON_TASK_HEALTH_CHECK_STATUS_UPDATED);
+  EXPECT_FALSE(last.healthy());
+  EXPECT_NE(last.message().find("health checks"), std::string::npos) << last.message();
+  auto well = agent.task("well");
+  ASSERT_TRUE(well.has_value());
+  EXPECT_EQ(well->state(), v1::TASK_RUNNING);
+  bool saw_healthy = false;
+  for (const auto& s : well->statuses()) saw_healthy = saw_healthy || (s.has_healthy() && s.healthy());
+  EXPECT_TRUE(saw_healthy);
+  agent.stop();
+}
+
+TEST_F(AgentTest, AUriWithABadChecksumIsRefusedAndAGoodOneIsFetched) {
+  std::ofstream(path() / "files" / "data.txt") << "payload\n";
+  AgentProcess agent(path(), "");
+  agent.start();
+  const std::string good = "d4e4877bac978b7952f0d544fc52ebff5411d351d129f1f056fa43f11da9af2b";  // sha256 of "payload\n"
+  const std::string file = (path() / "files" / "data.txt").string();
+  auto task = [&](const std::string& id, const std::string& sha) {
+    return R"({"name":")" + id + R"(","task_id":{"value":")" + id +
+           R"("},"command":{"value":"cat /mnt/sandbox/data.txt","uris":[{"value":")" + file +
+           "#sha256=" + sha + R"("}]}})";
+  };
+  ASSERT_EQ(agent.launch(task("badsum", std::string(64, 'a')))->result(), http::Status::accepted);
+  auto t = agent.wait_state("badsum", {v1::TASK_FAILED});
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state(), v1::TASK_FAILED);
+  EXPECT_NE(t->statuses().rbegin()->message().find("checksum mismatch"), std::string::npos)
+      << t->statuses().rbegin()->message();
+  EXPECT_EQ(t->statuses().rbegin()->reason(), v1::TaskStatus::REASON_CONTAINER_LAUNCH_FAILED);
+  ASSERT_EQ(agent.launch(task("goodsum", good))->result(), http::Status::accepted);
+  auto g = agent.wait_state("goodsum", {v1::TASK_FINISHED, v1::TASK_FAILED});
+  ASSERT_TRUE(g.has_value());
+  EXPECT_EQ(g->state(), v1::TASK_FINISHED) << g->statuses().rbegin()->message();
+  // A file outside the policy's allowed host paths is refused.
+  ASSERT_EQ(agent.launch(R"({"name":"x","task_id":{"value":"shadow"},"command":{"value":"true","uris":[{"value":"/etc/shadow"}]}})")->result(),
+            http::Status::accepted);
+  auto s = agent.wait_state("shadow", {v1::TASK_FAILED});
+  ASSERT_TRUE(s.has_value());
+  EXPECT_NE(s->statuses().rbegin()->message().find("allowed_host_paths"), std::string::npos);
+}
+
+TEST_F(AgentTest, BadInputIsRefusedAndTheAgentStaysUp) {
+  AgentProcess agent(path(), "");
+  agent.start();
+  auto r = agent.post_json("/corral/v1/tasks", "{not json");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->result(), http::Status::bad_request);
+  EXPECT_NE(r->body().find("invalid JSON"), std::string::npos) << r->body();
+  r = agent.launch(simple_task("t1", "sleep 600"), "no-such-framework");
+  EXPECT_EQ(r->result(), http::Status::not_found);
+  EXPECT_NE(r->body().find("unknown framework"), std::string::npos);
+  ASSERT_EQ(agent.launch(simple_task("dup", "sleep 600"))->result(), http::Status::accepted);
+  r = agent.launch(simple_task("dup", "sleep 600"));
+  EXPECT_EQ(r->result(), http::Status::conflict) << r->body();
+  r = agent.launch(simple_task("../escape", "true"));
+  EXPECT_EQ(r->result(), http::Status::bad_request) << r->body();
+  // Sandbox path escapes.
+  auto t = agent.wait_state("dup", {v1::TASK_RUNNING});
+  ASSERT_TRUE(t.has_value());
+  auto cid = t->statuses().rbegin()->container_status().container_id().value();
+  fs::path sandbox = path() / "work" / "sandboxes" / "local" / "dup" / cid;
+  fs::create_symlink("/etc", sandbox / "etc-link");
+  for (const std::string& p : {std::string("local/dup/") + cid + "/../../../../agent.db",
+                               "local/dup/" + cid + "/etc-link/shadow", std::string("/etc/shadow"),
+                               std::string("../../etc/passwd")}) {
+    auto resp = agent.post_json("/api/v1", R"({"type":"READ_FILE","read_file":{"path":")" + p +
+                                               R"(","offset":0}})");
+    ASSERT_TRUE(resp.ok());
+    EXPECT_TRUE(resp->result() == http::Status::forbidden || resp->result() == http::Status::not_found)
+        << p << " -> " << resp->result_int() << " " << resp->body();
+    EXPECT_EQ(resp->body().find("root:"), std::string::npos);
+  }
+  r = agent.post_json("/api/v1", R"({"type":"NO_SUCH_CALL"})");
+  EXPECT_EQ(r->result(), http::Status::bad_request);
+  EXPECT_TRUE(agent.alive());
+  EXPECT_TRUE(agent.call(R"({"type":"GET_HEALTH"})").get_health().healthy());
+}
+
+TEST_F(AgentTest, AGigabyteLogLineIsBoundedOnDiskAndTheAgentStaysUp) {
+  AgentProcess agent(path(), "");
+  agent.start();
+  ASSERT_EQ(agent.launch(simple_task("noisy", "head -c 1073741824 /dev/zero"))->result(),
+            http::Status::accepted);
+  auto t = agent.wait_state("noisy", {v1::TASK_FINISHED, v1::TASK_FAILED}, 300s);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state(), v1::TASK_FINISHED);
+  uint64_t total = 0;
+  for (auto& e : fs::recursive_directory_iterator(path() / "work" / "sandboxes")) {
+    if (e.is_regular_file()) total += e.file_size();
+  }
+  // stdout + 3 rotated files of 10 MiB each, at most.
+  EXPECT_LE(total, 45ull << 20);
+  EXPECT_TRUE(agent.call(R"({"type":"GET_HEALTH"})").get_health().healthy());
+}
+
+TEST_F(AgentTest, FiftyTasksSurviveKill9OfTheAgentAndAnExitDuringTheDowntimeIsReportedOnce) {
+  FakeMaster master;
+  AgentProcess agent(path(), master.address());
+  agent.start();
+  for (int i = 0; i < 200 && !master.connected(); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(master.connected());
+  // Tasks come from the master, as RUN_TASK events.
+  auto run = [&](const std::string& id, const std::string& cmd) {
+    internal::AgentEvent ev;
+    ev.set_type(internal::AgentEvent::RUN_TASK);
+    ev.mutable_run_task()->mutable_framework()->mutable_id()->set_value("fw1");
+    ev.mutable_run_task()->mutable_framework()->set_name("test framework");
+    auto* t = ev.mutable_run_task()->mutable_task();
+    t->set_name(id);
+    t->mutable_task_id()->set_value(id);
+    t->mutable_agent_id()->set_value("agent-from-master");
+    t->mutable_command()->set_value(cmd);
+    master.send(ev);
+  };
+  for (int i = 0; i < 50; ++i) run("long-" + std::to_string(i), "sleep 600");
+  run("short", "sleep 4; exit 5");
+  for (int i = 0; i < 50; ++i) {
+    auto t = agent.wait_state("long-" + std::to_string(i), {v1::TASK_RUNNING}, 120s);
+    ASSERT_TRUE(t && t->state() == v1::TASK_RUNNING) << i;
+  }
+  ASSERT_TRUE(agent.wait_state("short", {v1::TASK_RUNNING}).has_value());
+  agent.kill9();
+  master.drop_stream();
+  std::this_thread::sleep_for(6s);  // "short" exits while no agent runs
+  agent.start();
+  auto t = agent.wait_state("short", {v1::TASK_FAILED}, 60s);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->state(), v1::TASK_FAILED);
+  for (int i = 0; i < 50; ++i) {
+    auto lt = agent.task("long-" + std::to_string(i));
+    ASSERT_TRUE(lt.has_value()) << i;
+    EXPECT_EQ(lt->state(), v1::TASK_RUNNING) << i;
+  }
+  // The master saw every update exactly once per uuid, in order, after re-registration.
+  for (int i = 0; i < 200 && master.states_of("short").size() < 3; ++i)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(master.states_of("short"),
+            (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING, v1::TASK_FAILED}));
+  bool found = false;
+  for (const auto& u : master.updates()) {
+    if (u.status().task_id().value() == "short" && u.status().state() == v1::TASK_FAILED) {
+      found = true;
+      EXPECT_NE(u.status().message().find("exited with status 5"), std::string::npos)
+          << u.status().message();
+    }
+  }
+  EXPECT_TRUE(found);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(master.states_of("long-" + std::to_string(i)),
+              (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING}))
+        << i;
+  }
+  bool reregistered = false;
+  for (const auto& c : master.calls()) {
+    if (c.type() == internal::AgentCall::REREGISTER) {
+      reregistered = true;
+      EXPECT_EQ(c.agent_id().value(), "agent-from-master");
+      EXPECT_GE(c.reregister().tasks_size(), 50);
+    }
+  }
+  EXPECT_TRUE(reregistered);
+  // Clean up: the master kills them all.
+  for (int i = 0; i < 50; ++i) {
+    internal::AgentEvent ev;
+    ev.set_type(internal::AgentEvent::KILL_TASK);
+    ev.mutable_kill_task()->mutable_framework_id()->set_value("fw1");
+    ev.mutable_kill_task()->mutable_task_id()->set_value("long-" + std::to_string(i));
+    master.send(ev);
+  }
+  for (int i = 0; i < 50; ++i)
+    EXPECT_TRUE(agent.wait_state("long-" + std::to_string(i), {v1::TASK_KILLED}, 60s).has_value());
+}
+
+TEST_F(AgentTest, UnacknowledgedUpdatesAreResentAfterThePartitionAndTasksKeepRunning) {
+  FakeMaster master;
+  master.set_auto_ack(false);
+  AgentProcess agent(path(), master.address());
+  agent.start();
+  for (int i = 0; i < 200 && !master.connected(); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(master.connected());
+  internal::AgentEvent ev;
+  ev.set_type(internal::AgentEvent::RUN_TASK);
+  ev.mutable_run_task()->mutable_framework()->mutable_id()->set_value("fw1");
+  auto* t = ev.mutable_run_task()->mutable_task();
+  t->set_name("p");
+  t->mutable_task_id()->set_value("p");
+  t->mutable_command()->set_value("sleep 600");
+  master.send(ev);
+  ASSERT_TRUE(agent.wait_state("p", {v1::TASK_RUNNING}).has_value());
+  // Without acknowledgements only the first update (STARTING) leaves the agent: in order.
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(master.states_of("p"), (std::vector<v1::TaskState>{v1::TASK_STARTING}));
+  // A partition: the stream drops; the agent reconnects and re-sends; the task runs on.
+  master.set_auto_ack(true);
+  master.drop_stream();
+  for (int i = 0; i < 400 && master.states_of("p").size() < 2; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(master.states_of("p"), (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING}));
+  EXPECT_EQ(agent.task("p")->state(), v1::TASK_RUNNING);
+  agent.stop();
+}
+
+}  // namespace
+}  // namespace corral::agent
