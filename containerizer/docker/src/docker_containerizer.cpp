@@ -87,7 +87,8 @@ class Impl final : public DockerContainerizer {
       : options_(std::move(options)),
         engine_(std::move(engine)),
         work_(asio::make_work_guard(io_)),
-        client_(io_, endpoint, stream_options()),
+        client_(io_, endpoint, stream_options(options_.request_timeout)),
+        wait_client_(io_, endpoint, wait_options()),
         long_client_(io_, endpoint, long_options()),
         monitor_timer_(io_),
         orphan_timer_(io_) {
@@ -132,10 +133,16 @@ class Impl final : public DockerContainerizer {
       const std::vector<std::pair<std::string, nlohmann::json>>& checkpoints) override;
 
  private:
-  static http::ClientOptions stream_options() {
+  static http::ClientOptions stream_options(milliseconds request_timeout) {
     http::ClientOptions o;
-    o.request_timeout = std::chrono::seconds(30);
+    o.request_timeout = request_timeout;
     o.max_idle_connections = 8;
+    return o;
+  }
+  // dockerd answers POST /wait (head included) only when the container stops: no deadline.
+  static http::ClientOptions wait_options() {
+    http::ClientOptions o;
+    o.request_timeout = std::chrono::hours(24 * 365);
     return o;
   }
   static http::ClientOptions long_options() {
@@ -317,7 +324,7 @@ class Impl final : public DockerContainerizer {
       }
       inspect_and_finish(s);
     };
-    w->wait_stream = client_.stream(
+    w->wait_stream = wait_client_.stream(
         http::make_request(http::Verb::post,
                            api("/containers/" + w->docker_id + "/wait?condition=not-running")),
         std::move(wait));
@@ -556,6 +563,7 @@ class Impl final : public DockerContainerizer {
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   http::AsyncHttpClient client_;
+  http::AsyncHttpClient wait_client_;
   http::AsyncHttpClient long_client_;
   asio::steady_timer monitor_timer_;
   asio::steady_timer orphan_timer_;

@@ -188,6 +188,25 @@ TEST_F(DockerTest, ZeroExitAndLargeOutputArriveWhole) {
   EXPECT_EQ(o.substr(o.size() - 7), "100000\n");
 }
 
+TEST_F(DockerTest, TaskRunningLongerThanTheRequestTimeoutIsFollowedToItsEnd) {
+  // dockerd answers a wait only when the container stops; that must not look like an outage.
+  DockerOptions o = options();
+  o.request_timeout = 2s;
+  c_ = open(o);
+  ASSERT_NE(c_, nullptr);
+  auto launched = c_->launch(request("long", "echo a; sleep 6; echo b"));
+  ASSERT_TRUE(launched.ok()) << launched.error().message();
+  std::this_thread::sleep_for(3s);
+  EXPECT_TRUE(c_->daemon_condition().reachable) << c_->daemon_condition().message;
+  auto t = terms_.wait("long");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->kind, Termination::Kind::exited) << t->message;
+  EXPECT_EQ(t->code, 0);
+  EXPECT_EQ(t->message, "exited with 0");
+  EXPECT_EQ(out("long"), "a\nb\n");
+  EXPECT_TRUE(c_->daemon_condition().reachable);
+}
+
 TEST_F(DockerTest, EnvironmentAndVolumesAsThePolicyDecided) {
   open_shared();
   auto data = dir_->path() / "data";
