@@ -1,6 +1,8 @@
 #include "corral/master/sim.hpp"
 
 #include <boost/asio/post.hpp>
+#include <cstring>
+#include <deque>
 #include <random>
 
 #include "corral/common/proto_json.hpp"
@@ -20,6 +22,35 @@ std::string random_uuid16() {
 }
 
 WireFormat fmt(bool protobuf) { return protobuf ? WireFormat::kProtobuf : WireFormat::kJson; }
+
+// Calls go out at most kMaxInFlight at a time, in order, over the client's keep-alive
+// connections (like a real agent or scheduler library), instead of one new connection per
+// concurrent call.
+constexpr int kMaxInFlight = 4;
+struct CallQueue {
+  std::deque<std::pair<http::Request, std::function<void(Result<http::Response>)>>> waiting;
+  int in_flight = 0;
+
+  void send(http::AsyncHttpClient& client, http::Request req,
+            std::function<void(Result<http::Response>)> done,
+            const std::shared_ptr<void>& keepalive) {
+    waiting.emplace_back(std::move(req), std::move(done));
+    pump(client, keepalive);
+  }
+  void pump(http::AsyncHttpClient& client, const std::shared_ptr<void>& keepalive) {
+    while (in_flight < kMaxInFlight && !waiting.empty()) {
+      auto [req, done] = std::move(waiting.front());
+      waiting.pop_front();
+      in_flight++;
+      client.request(std::move(req),
+                     [this, &client, keepalive, done = std::move(done)](Result<http::Response> r) {
+                       in_flight--;
+                       done(std::move(r));
+                       pump(client, keepalive);
+                     });
+    }
+  }
+};
 
 }  // namespace
 
@@ -41,6 +72,7 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
   std::string error;
   std::shared_ptr<http::ClientStream> stream;
   RecordIoDecoder decoder;
+  CallQueue calls;
 
   State(boost::asio::io_context& io_, http::Endpoint master, AgentOptions o)
       : io(io_), opts(std::move(o)), client(io_, std::move(master)) {}
@@ -60,14 +92,17 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
                                   content_type_of(fmt(opts.protobuf)));
     req.set("Corral-Agent-Stream-Id", sid);
     auto self = shared_from_this();
-    client.request(std::move(req), [self](Result<http::Response> r) {
-      std::lock_guard lock(self->mu);
-      if (!r) {
-        self->error = r.error().message();
-      } else if (r->result() != http::Status::accepted) {
-        self->error = std::to_string(r->result_int()) + " " + r->body();
-      }
-    });
+    calls.send(
+        client, std::move(req),
+        [self](Result<http::Response> r) {
+          std::lock_guard lock(self->mu);
+          if (!r) {
+            self->error = r.error().message();
+          } else if (r->result() != http::Status::accepted) {
+            self->error = std::to_string(r->result_int()) + " " + r->body();
+          }
+        },
+        self);
   }
 
   void status(const std::string& fw, const std::string& task, v1::TaskState st) {
@@ -299,6 +334,7 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
   RecordIoDecoder decoder;
   EventHandler handler;
   Framework* owner = nullptr;
+  CallQueue calls;
 
   State(boost::asio::io_context& io_, http::Endpoint master, FrameworkOptions o)
       : io(io_), opts(std::move(o)), client(io_, std::move(master)) {}
@@ -315,16 +351,19 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
                                   content_type_of(fmt(opts.protobuf)));
     req.set("Mesos-Stream-Id", sid);
     auto self = shared_from_this();
-    client.request(std::move(req), [self](Result<http::Response> r) {
-      std::lock_guard lock(self->mu);
-      if (!r) {
-        self->statuses.push_back(-1);
-        self->error = r.error().message();
-        return;
-      }
-      self->statuses.push_back(r->result_int());
-      if (r->result() != http::Status::accepted) self->error = r->body();
-    });
+    calls.send(
+        client, std::move(req),
+        [self](Result<http::Response> r) {
+          std::lock_guard lock(self->mu);
+          if (!r) {
+            self->statuses.push_back(-1);
+            self->error = r.error().message();
+            return;
+          }
+          self->statuses.push_back(r->result_int());
+          if (r->result() != http::Status::accepted) self->error = r->body();
+        },
+        self);
   }
 
   void subscribe() {
