@@ -461,6 +461,9 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
     // Streams are not limited. Not boost::none: Boost 1.74's parser compares the Content-Length
     // with the optional (len > none is true) and refuses every body with a Content-Length.
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    // Beast sizes each socket read by the buffer's free capacity (at least 512 bytes): without
+    // room reserved, a large body arrives 512 bytes per recvfrom (and per timer re-arm).
+    connection_->buffer.reserve(chunk_.size());
     bhttp::async_read_header(connection_->socket, connection_->buffer, *parser_,
                              [s = self()](const error_code& ec, std::size_t) { s->on_head(ec); });
   }
