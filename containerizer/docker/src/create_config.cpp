@@ -3,6 +3,7 @@
 #include <pwd.h>
 #include <sys/stat.h>
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -62,7 +63,11 @@ Result<std::string> docker_user(const std::string& user) {
   char buf[4096];
   const bool numeric = std::all_of(user.begin(), user.end(), ::isdigit);
   if (numeric) {
-    uid_t uid = static_cast<uid_t>(std::stoul(user));
+    uint32_t uid = 0;
+    auto parsed = std::from_chars(user.data(), user.data() + user.size(), uid);
+    if (parsed.ec != std::errc() || parsed.ptr != user.data() + user.size()) {
+      return Error(EINVAL, "uid " + user + " is out of range (0 to 4294967295)");
+    }
     if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr) {
       return user + ":" + std::to_string(found->pw_gid);
     }
@@ -452,9 +457,17 @@ v1::ResourceStatistics stats_to_resource_statistics(const nlohmann::json& s) {
 Termination termination_from_state(const nlohmann::json& state, bool stop_requested,
                                    std::optional<uint64_t> memory_limit) {
   Termination t;
-  const int code = state.value("ExitCode", -1);
-  const bool oom = state.value("OOMKilled", false);
-  const std::string error = state.value("Error", std::string());
+  // Mistyped fields of a malformed answer read as absent, never throw.
+  const int code =
+      state.is_object() && state.contains("ExitCode") && state["ExitCode"].is_number_integer()
+          ? state["ExitCode"].get<int>()
+          : -1;
+  const bool oom = state.is_object() && state.contains("OOMKilled") &&
+                   state["OOMKilled"].is_boolean() && state["OOMKilled"].get<bool>();
+  const std::string error =
+      state.is_object() && state.contains("Error") && state["Error"].is_string()
+          ? state["Error"].get<std::string>()
+          : std::string();
   t.oom_killed = oom;
   t.code = code;
   if (oom) {

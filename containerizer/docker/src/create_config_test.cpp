@@ -245,5 +245,15 @@ TEST(ExitState, OomExitCodeAndGraceAreReadFromTheState) {
   EXPECT_NE(failed.message.find("executable file not found"), std::string::npos);
 }
 
+TEST(ExitState, MistypedFieldsOfAMalformedAnswerDoNotThrow) {
+  auto t =
+      termination_from_state({{"ExitCode", "zero"}, {"OOMKilled", "yes"}, {"Error", 5}}, false, {});
+  EXPECT_EQ(t.kind, Termination::Kind::exited);
+  EXPECT_EQ(t.code, -1);
+  EXPECT_FALSE(t.oom_killed);
+  auto not_object = termination_from_state(nlohmann::json::array(), false, {});
+  EXPECT_EQ(not_object.code, -1);
+}
+
 }  // namespace
 }  // namespace corral::docker

@@ -92,7 +92,19 @@ class Impl final : public DockerContainerizer {
         long_client_(io_, endpoint, long_options()),
         monitor_timer_(io_),
         orphan_timer_(io_) {
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+      // A handler that throws (a third-party exception Corral did not foresee) is logged; the
+      // loop, and every other container it follows, goes on.
+      while (true) {
+        try {
+          io_.run();
+          return;
+        } catch (const std::exception& e) {
+          log::error(std::string("Docker containerizer: unexpected exception on its event loop: ") +
+                     e.what());
+        }
+      }
+    });
   }
 
   ~Impl() override {
@@ -356,7 +368,8 @@ class Impl final : public DockerContainerizer {
             return;
           }
           const nlohmann::json& state = j["State"];
-          if (state.value("Running", false)) {
+          if (state.contains("Running") && state["Running"].is_boolean() &&
+              state["Running"].get<bool>()) {
             // wait returned while it still runs (dockerd restarting): follow it again.
             watch(s);
             return;
@@ -617,8 +630,10 @@ Result<Launched> Impl::launch(const LaunchRequest& request) {
   }
   std::optional<pid_t> pid;
   if (auto j = engine_.inspect_container(docker_id); j.ok()) {
-    int p = (*j)["State"].value("Pid", 0);
-    if (p > 0) pid = p;
+    const auto& p = (*j)["State"];
+    if (p.contains("Pid") && p["Pid"].is_number_integer() && p["Pid"].get<int64_t>() > 0) {
+      pid = static_cast<pid_t>(p["Pid"].get<int64_t>());
+    }
   }
 
   auto w = std::make_shared<Watched>();
@@ -717,12 +732,15 @@ Result<std::vector<Recovered>> Impl::recover(
     auto w = std::make_shared<Watched>();
     w->container_id = container_id;
     w->docker_id = cp["docker_id"].get<std::string>();
-    w->name = cp.value("name", options_.name_prefix + container_id);
+    w->name = cp.contains("name") && cp["name"].is_string() ? cp["name"].get<std::string>()
+                                                            : options_.name_prefix + container_id;
     w->sandbox = cp["sandbox"].get<std::string>();
     if (cp.contains("memory_limit") && cp["memory_limit"].is_number_unsigned())
       w->memory_limit = cp["memory_limit"].get<uint64_t>();
     if (cp.contains("cpus") && cp["cpus"].is_number()) w->cpus = cp["cpus"].get<double>();
-    w->kill_grace = milliseconds(cp.value("kill_grace_ms", int64_t{10'000}));
+    if (cp.contains("kill_grace_ms") && cp["kill_grace_ms"].is_number_integer()) {
+      w->kill_grace = milliseconds(cp["kill_grace_ms"].get<int64_t>());
+    }
     w->out_written = file_size_or_zero(w->sandbox / "stdout");
     w->err_written = file_size_or_zero(w->sandbox / "stderr");
     known_ids.insert(w->docker_id);
@@ -733,7 +751,8 @@ Result<std::vector<Recovered>> Impl::recover(
       r.running = false;
       vanished.push_back(w);
     } else {
-      r.running = it->second.value("State", std::string()) == "running";
+      const auto& state = it->second.contains("State") ? it->second["State"] : nlohmann::json();
+      r.running = state.is_string() && state.get<std::string>() == "running";
       adopt.push_back(w);
     }
     out.push_back(r);

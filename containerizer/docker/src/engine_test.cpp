@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -334,6 +336,45 @@ TEST(FakeEngine, RecoverWithMalformedListFailsCleanly) {
   ASSERT_FALSE(rec.ok());
   EXPECT_EQ(rec.error().code(), EPROTO);
   EXPECT_NE(rec.error().message().find("no \"Id\""), std::string::npos);
+}
+
+TEST(FakeEngine, MistypedContainerListAndMissingContainerEndInALostTaskNotACrash) {
+  Router r;
+  r.add(http::Verb::get, "/version",
+        [](const http::Request&) { return json(Status::ok, R"({"ApiVersion":"1.41"})"); });
+  r.add(http::Verb::get, "/v1.41/containers/json", [](const http::Request&) {
+    return json(Status::ok, R"([{"Id":"abc","State":7,"Names":"not-a-list"}])");
+  });
+  // Every other call (wait, logs, inspect) gets the router's 404.
+  FakeDockerd fake(std::move(r));
+  auto sandbox = TempDir::create("corral-docker-sandbox-");
+  ASSERT_TRUE(sandbox.ok());
+  DockerOptions o;
+  o.endpoint = fake.socket();
+  o.log_drain = std::chrono::milliseconds(200);
+  auto c = open_docker_containerizer(o);
+  ASSERT_TRUE(c.ok()) << c.error().message();
+  std::mutex m;
+  std::condition_variable cv;
+  std::optional<containerizer::Termination> got;
+  (*c)->set_termination_callback([&](const std::string&, const containerizer::Termination& t) {
+    std::lock_guard l(m);
+    got = t;
+    cv.notify_all();
+  });
+  auto rec = (*c)->recover(
+      {{"c1", {{"docker_id", "abc"}, {"sandbox", sandbox->path().string()}, {"name", 42}}}});
+  ASSERT_TRUE(rec.ok()) << rec.error().message();
+  ASSERT_EQ(rec->size(), 1u);
+  EXPECT_FALSE((*rec)[0].running);  // "State": 7 is not "running"
+  std::unique_lock l(m);
+  ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return got.has_value(); }));
+  EXPECT_EQ(got->kind, containerizer::Termination::Kind::lost);
+
+  // A checkpoint that is not the Docker containerizer's is refused with a clear error.
+  auto bad = (*c)->recover({{"c2", {{"pid", 12}}}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("no docker_id"), std::string::npos);
 }
 
 }  // namespace
