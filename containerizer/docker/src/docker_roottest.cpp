@@ -207,6 +207,35 @@ TEST_F(DockerTest, TaskRunningLongerThanTheRequestTimeoutIsFollowedToItsEnd) {
   EXPECT_TRUE(c_->daemon_condition().reachable);
 }
 
+TEST_F(DockerTest, MesosTaskWithADelegatedImageRunsThroughDockerd) {
+  auto policy = isolator::load_policy_text(
+      isolator::builtin_policy(),
+      "[docker]\ndelegate_images = [\"corral-test/*\"]\nnetworks = [\"none\"]\n", "test.toml");
+  ASSERT_TRUE(policy.ok()) << policy.error().message();
+  LaunchRequest r = request("delegated", "echo via docker; cat /proc/1/cgroup | grep -c docker");
+  r.task.mutable_container()->Clear();
+  r.task.mutable_container()->set_type(v1::ContainerInfo::MESOS);
+  auto* image = r.task.mutable_container()->mutable_mesos()->mutable_image();
+  image->set_type(v1::Image::DOCKER);
+  image->mutable_docker()->set_name(kImage);
+  ASSERT_TRUE(should_delegate_to_docker(*policy, r.task));
+  DockerOptions o = docker_options_from_policy(*policy);
+  DockerOptions mine = options();
+  o.endpoint = mine.endpoint;
+  o.agent_label = mine.agent_label;
+  o.name_prefix = mine.name_prefix;
+  c_ = open(o);
+  ASSERT_NE(c_, nullptr);
+  auto launched = c_->launch(r);
+  ASSERT_TRUE(launched.ok()) << launched.error().message();
+  auto t = terms_.wait("delegated");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->code, 0) << t->message;
+  EXPECT_EQ(out("delegated").substr(0, 11), "via docker\n");
+  // Not delegated when the policy has no matching pattern.
+  EXPECT_FALSE(should_delegate_to_docker(isolator::builtin_policy(), r.task));
+}
+
 TEST_F(DockerTest, EnvironmentAndVolumesAsThePolicyDecided) {
   open_shared();
   auto data = dir_->path() / "data";
