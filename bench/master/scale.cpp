@@ -155,6 +155,8 @@ int main(int argc, char** argv) {
   // Phase 1: agents register.
   std::vector<std::unique_ptr<master::sim::Agent>> sim_agents;
   auto t0 = Clock::now();
+  // In waves of 250, as agents of a real cluster do not all start in the same millisecond (and
+  // each registration is a durable registry write on the master).
   for (int i = 0; i < agents; ++i) {
     master::sim::AgentOptions o;
     o.hostname = "sim-" + std::to_string(i);
@@ -162,6 +164,16 @@ int main(int argc, char** argv) {
     o.mem = agent_mem;
     sim_agents.push_back(std::make_unique<master::sim::Agent>(io, *endpoint, o));
     sim_agents.back()->connect();
+    if ((i + 1) % 250 == 0) {
+      wait_until(
+          [&] {
+            for (size_t k = sim_agents.size() - 250; k < sim_agents.size(); ++k) {
+              if (sim_agents[k]->id().empty()) return false;
+            }
+            return true;
+          },
+          std::chrono::seconds(timeout_s));
+    }
   }
   bool all_registered = wait_until(
       [&] {
@@ -293,11 +305,12 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
 
-  sim_fws.clear();
-  sim_agents.clear();
+  // Stop the loop first: the simulated objects are then destroyed with nothing running.
   guard.reset();
   io.stop();
   loop.join();
+  sim_fws.clear();
+  sim_agents.clear();
   if (child > 0) {
     kill(child, SIGTERM);
     int status = 0;

@@ -74,8 +74,14 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
   RecordIoDecoder decoder;
   CallQueue calls;
 
+  // A master registering thousands of agents at once answers late: wait for it.
+  static http::ClientOptions client_options() {
+    http::ClientOptions o;
+    o.request_timeout = std::chrono::minutes(5);
+    return o;
+  }
   State(boost::asio::io_context& io_, http::Endpoint master, AgentOptions o)
-      : io(io_), opts(std::move(o)), client(io_, std::move(master)) {}
+      : io(io_), opts(std::move(o)), client(io_, std::move(master), client_options()) {}
 
   std::string body(const v1::internal::AgentCall& call) const {
     return serialize_message(fmt(opts.protobuf), call);
@@ -263,8 +269,10 @@ Agent::Agent(boost::asio::io_context& io, http::Endpoint master, AgentOptions op
     : state_(std::make_shared<State>(io, std::move(master), std::move(options))) {}
 
 Agent::~Agent() {
-  auto s = state_;
-  if (s->stream) s->stream->cancel();
+  // The stream belongs to the io thread: cancel it there (the lambda keeps the state alive).
+  boost::asio::post(state_->io, [s = state_] {
+    if (s->stream) s->stream->cancel();
+  });
 }
 
 void Agent::connect() {
@@ -418,7 +426,12 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
           if (ev.type() == v1::scheduler::Event::ERROR) self->error = ev.error().message();
           h = self->handler;
         }
-        if (h && self->owner) h(*self->owner, ev);
+        Framework* owner = nullptr;
+        {
+          std::lock_guard lock(self->mu);
+          owner = self->owner;
+        }
+        if (h && owner) h(*owner, ev);
       }
       return true;
     };
@@ -436,8 +449,14 @@ Framework::Framework(boost::asio::io_context& io, http::Endpoint master, Framewo
 }
 
 Framework::~Framework() {
-  state_->owner = nullptr;
-  if (state_->stream) state_->stream->cancel();
+  {
+    std::lock_guard lock(state_->mu);
+    state_->owner = nullptr;
+    state_->handler = nullptr;
+  }
+  boost::asio::post(state_->io, [s = state_] {
+    if (s->stream) s->stream->cancel();
+  });
 }
 
 void Framework::subscribe() {
