@@ -183,6 +183,7 @@ void MasterImpl::agent_register(const std::shared_ptr<http::Exchange>& ex, WireF
     return;
   }
   std::string id;
+  int64_t agent_seq = -1;
   if (reregister) {
     if (!info.has_id() || info.id().value().empty()) {
       ex->respond(http::error_response(
@@ -203,14 +204,16 @@ void MasterImpl::agent_register(const std::shared_ptr<http::Exchange>& ex, WireF
       return refuse("agent id " + info.id().value() +
                     " is already known to this master; an agent with an id must REREGISTER");
     }
-    auto next = next_id("agent_seq", "S", 0);
-    if (!next) {
+    // The counter is written together with the agent's record below (one transaction).
+    auto cur = store_->get("master", "agent_seq");
+    if (!cur) {
       ex->respond(http::error_response(http::Status::service_unavailable,
-                                       "cannot write the registry: " + next.error().message(),
+                                       "cannot read the registry: " + cur.error().message(),
                                        req.version()));
       return;
     }
-    id = *next;
+    agent_seq = *cur ? std::stoll(**cur) : 0;
+    id = master_id_ + "-S" + std::to_string(agent_seq);
     info.mutable_id()->set_value(id);
   }
   auto sid = stream_uuid();
@@ -330,7 +333,9 @@ void MasterImpl::agent_register(const std::shared_ptr<http::Exchange>& ex, WireF
         std::chrono::duration<double>(config_.agent_ping_timeout).count());
     log::info("agent registered", {{"CORRAL_AGENT_ID", id}, {"CORRAL_HOSTNAME", info.hostname()}});
   }
-  if (!known_before || previous != AgentRec::State::kReachable || !reregister) persist_agent(agent);
+  if (!known_before || previous != AgentRec::State::kReachable || !reregister) {
+    persist_agent(agent, agent_seq >= 0 ? agent_seq + 1 : -1);
+  }
 
   agent.stream_id = *sid;
   agent.stream = open_stream(*sid);

@@ -270,7 +270,7 @@ Result<void> MasterImpl::load_registry() {
   return {};
 }
 
-void MasterImpl::persist_agent(const AgentRec& agent) {
+void MasterImpl::persist_agent(const AgentRec& agent, int64_t next_agent_seq) {
   nlohmann::json j = {{"info", to_json_value(agent.info)},
                       {"state", agent.state == AgentRec::State::kGone          ? "GONE"
                                 : agent.state == AgentRec::State::kUnreachable ? "UNREACHABLE"
@@ -278,7 +278,12 @@ void MasterImpl::persist_agent(const AgentRec& agent) {
                       {"unreachable_time", agent.unreachable_time},
                       {"registered_time", agent.registered_time},
                       {"version", agent.version}};
-  auto r = store_->put(kAgentsNs, agent.info.id().value(), j.dump());
+  auto r = store_->atomically([&](StateStore& tx) -> Result<void> {
+    if (next_agent_seq >= 0) {
+      CORRAL_TRY(tx.put(kStateNs, "agent_seq", std::to_string(next_agent_seq)));
+    }
+    return tx.put(kAgentsNs, agent.info.id().value(), j.dump());
+  });
   if (!r.ok()) {
     log::error("cannot write the agent registry: " + r.error().message(),
                {{"CORRAL_AGENT_ID", agent.info.id().value()}});

@@ -117,7 +117,9 @@ class MasterImpl {
   void request_allocation();
   void run_allocation();
   Result<void> load_registry();
-  void persist_agent(const AgentRec& agent);
+  // With next_agent_seq >= 0, the agent id counter is written in the same transaction (one
+  // fsync per registration).
+  void persist_agent(const AgentRec& agent, int64_t next_agent_seq = -1);
   void persist_framework(const std::string& id, const FrameworkRec& fw);
   void erase_framework_record(const std::string& id);
   Result<std::string> next_id(const std::string& counter, const std::string& prefix, int width);
