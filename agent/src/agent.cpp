@@ -29,6 +29,9 @@
 #include "corral/isolator/cgroup.hpp"
 #include "corral/isolator/policy.hpp"
 #include "corral/native/native.hpp"
+#ifdef CORRAL_HAVE_DOCKER
+#include "corral/docker/docker_containerizer.hpp"
+#endif
 #include "corral/v1/agent.pb.h"
 #include "corral/v1/internal.pb.h"
 
@@ -252,12 +255,30 @@ Result<void> AgentImpl::init(AgentDeps deps) {
     hostname_ = buf;
   }
 
+  const bool deps_injected = deps.native != nullptr;
   if (deps.native) {
     native_ = std::move(deps.native);
   } else {
     CORRAL_TRY(open_native());
   }
   docker_ = std::move(deps.docker);
+#ifdef CORRAL_HAVE_DOCKER
+  if (!docker_ && !deps_injected) {
+    // Docker delegation is optional: without a reachable dockerd, DOCKER tasks fail with a
+    // message saying so and everything else runs natively.
+    auto options = docker::docker_options_from_policy(policy_.current());
+    options.agent_label = "corral-agent";
+    auto d = docker::open_docker_containerizer(options);
+    if (d) {
+      docker_ = std::move(*d);
+      log::notice("Docker delegation available through " + options.endpoint);
+    } else {
+      log::info("Docker delegation unavailable (" + d.error().message() +
+                "); tasks asking for Docker will fail with that reason");
+      docker_unavailable_ = d.error().message();
+    }
+  }
+#endif
   auto on_end = [this](const std::string& id, const containerizer::Termination& t) {
     asio::post(io_, [this, id, t] { on_terminated(id, t); });
   };
@@ -364,6 +385,24 @@ Result<void> AgentImpl::open_native() {
     log::warning("WARNING: " + limits_warning_);
     cgroup_backend_ = "none";
   }
+#ifdef CORRAL_HAVE_IMAGE_STORE
+  {
+    image::StoreOptions so;
+    so.root = !config_.image_store.empty()                 ? config_.image_store
+              : config_.work_dir == AgentConfig{}.work_dir ? fs::path(image::kDefaultStoreRoot)
+                                                           : config_.work_dir / "images";
+    so.policy = image::image_policy_from(policy.images);
+    auto store = image::ImageStore::open(so);
+    if (!store) {
+      return Error(store.error().code(), "opening the image store " + so.root.string() + ": " +
+                                             store.error().message() +
+                                             " (set [images] store in agent.toml)");
+    }
+    o.images = std::shared_ptr<image::ImageStore>(std::move(*store));
+    o.pull.insecure_registries = config_.insecure_registries;
+    o.pull.credentials_file = config_.registry_credentials;
+  }
+#endif
   CORRAL_ASSIGN_OR_RETURN(native_, native::open_native_containerizer(std::move(o)));
   return {};
 }
@@ -482,6 +521,9 @@ Result<std::string> AgentImpl::run_task(const v1::FrameworkInfo& framework_in,
   t->containerizer = task.has_container() && task.container().type() == v1::ContainerInfo::DOCKER
                          ? "docker"
                          : "native";
+#ifdef CORRAL_HAVE_DOCKER
+  if (docker::should_delegate_to_docker(policy_.current(), task)) t->containerizer = "docker";
+#endif
   t->sandbox = (config_.work_dir / "sandboxes" / framework.id().value() / task.task_id().value() /
                 t->container_id)
                    .string();
@@ -503,8 +545,10 @@ Result<std::string> AgentImpl::run_task(const v1::FrameworkInfo& framework_in,
   if (rec.containerizer == "docker" && !docker_) {
     update(rec, v1::TASK_FAILED, TaskStatus::SOURCE_AGENT,
            TaskStatus::REASON_CONTAINER_LAUNCH_FAILED,
-           "the task asks for Docker (container.type DOCKER) but this agent has no Docker "
-           "containerizer (is dockerd running? see docs/docker.md)");
+           "the task asks for Docker (container.type DOCKER, or the policy's "
+           "docker.delegate_images) but this agent has no Docker containerizer" +
+               (docker_unavailable_.empty() ? std::string(" (see docs/docker.md)")
+                                            : ": " + docker_unavailable_));
     return rec.container_id;
   }
   rec.user = decision->user;

@@ -157,6 +157,7 @@ class AgentImpl {
   std::string limits_warning_;
   std::unique_ptr<containerizer::Containerizer> native_;
   std::unique_ptr<containerizer::Containerizer> docker_;
+  std::string docker_unavailable_;
   std::unique_ptr<CheckpointStore> store_;
   std::map<std::string, std::unique_ptr<TaskRecord>> tasks_;  // by container id
   std::map<std::string, std::string> index_;                  // framework/task -> container id

@@ -9,8 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <fstream>
 #include <mutex>
@@ -144,16 +144,23 @@ class FakeMaster {
 // ---- the agent as a process --------------------------------------------------------------------
 class AgentProcess {
  public:
-  AgentProcess(fs::path dir, std::string master) : dir_(std::move(dir)), master_(std::move(master)) {}
+  AgentProcess(fs::path dir, std::string master)
+      : dir_(std::move(dir)), master_(std::move(master)) {}
   ~AgentProcess() { stop(); }
   void start() {
     std::vector<std::string> args = {CORRAL_AGENT_PATH,
-                                     "--work-dir", (dir_ / "work").string(),
-                                     "--socket", socket(),
-                                     "--listen", "",
-                                     "--policy-dir", (dir_ / "policy").string(),
-                                     "--launcher", CORRAL_LAUNCHER_PATH,
-                                     "--master", master_};
+                                     "--work-dir",
+                                     (dir_ / "work").string(),
+                                     "--socket",
+                                     socket(),
+                                     "--listen",
+                                     "",
+                                     "--policy-dir",
+                                     (dir_ / "policy").string(),
+                                     "--launcher",
+                                     CORRAL_LAUNCHER_PATH,
+                                     "--master",
+                                     master_};
     pid_ = ::fork();
     if (pid_ == 0) {
       int log = ::open((dir_ / "agent.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -170,7 +177,8 @@ class AgentProcess {
       if (c && c->get("/health")) return;
       std::this_thread::sleep_for(50ms);
     }
-    ADD_FAILURE() << "the agent did not come up; its log:\n" << read_file(dir_ / "agent.log").value_or("");
+    ADD_FAILURE() << "the agent did not come up; its log:\n"
+                  << read_file(dir_ / "agent.log").value_or("");
   }
   void kill9() {
     if (pid_ > 0) {
@@ -207,8 +215,8 @@ class AgentProcess {
   std::optional<v1::Task> task(const std::string& id) {
     auto r = call(R"({"type":"GET_TASKS"})");
     const auto& t = r.get_tasks();
-    for (const auto* list : {&t.pending_tasks(), &t.launched_tasks(), &t.terminated_tasks(),
-                             &t.completed_tasks()}) {
+    for (const auto* list :
+         {&t.pending_tasks(), &t.launched_tasks(), &t.terminated_tasks(), &t.completed_tasks()}) {
       for (const auto& task : *list) {
         if (task.task_id().value() == id) return task;
       }
@@ -225,7 +233,8 @@ class AgentProcess {
     }
     return task(id);
   }
-  Result<http::Response> launch(const std::string& task_json, const std::string& framework = "local") {
+  Result<http::Response> launch(const std::string& task_json,
+                                const std::string& framework = "local") {
     return post_json("/corral/v1/tasks",
                      R"({"framework_id":")" + framework + R"(","task":)" + task_json + "}");
   }
@@ -277,8 +286,8 @@ TEST_F(AgentTest, ALocalTaskRunsToFinishedWithStatusesInOrderAndItsOutputIsReada
   auto t = agent.wait_state("hello", {v1::TASK_FINISHED});
   ASSERT_TRUE(t.has_value());
   EXPECT_EQ(t->state(), v1::TASK_FINISHED);
-  EXPECT_EQ(states(*t), (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING,
-                                                    v1::TASK_FINISHED}));
+  EXPECT_EQ(states(*t),
+            (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING, v1::TASK_FINISHED}));
   // The sandbox's stdout through READ_FILE.
   auto read = agent.call(R"({"type":"READ_FILE","read_file":{"path":"local/hello/)" + cid +
                          R"(/stdout","offset":0}})");
@@ -303,10 +312,12 @@ TEST_F(AgentTest, KillUsesTheGracePeriodThenSigkill) {
   ASSERT_EQ(agent.launch(simple_task("polite", "trap 'exit 0' TERM; while :; do sleep 0.1; done"))
                 ->result(),
             http::Status::accepted);
-  ASSERT_EQ(agent.launch(simple_task("stubborn", "trap '' TERM; while :; do sleep 0.1; done",
-                                     R"(,"kill_policy":{"grace_period":{"nanoseconds":1000000000}})"))
-                ->result(),
-            http::Status::accepted);
+  ASSERT_EQ(
+      agent
+          .launch(simple_task("stubborn", "trap '' TERM; while :; do sleep 0.1; done",
+                              R"(,"kill_policy":{"grace_period":{"nanoseconds":1000000000}})"))
+          ->result(),
+      http::Status::accepted);
   ASSERT_TRUE(agent.wait_state("polite", {v1::TASK_RUNNING}).has_value());
   auto stubborn = agent.wait_state("stubborn", {v1::TASK_RUNNING});
   ASSERT_TRUE(stubborn.has_value());
@@ -315,8 +326,9 @@ TEST_F(AgentTest, KillUsesTheGracePeriodThenSigkill) {
     auto t = agent.task(id);
     ASSERT_TRUE(t.has_value());
     auto cid = t->statuses().rbegin()->container_status().container_id().value();
-    auto r = agent.post_json("/api/v1", R"({"type":"KILL_CONTAINER","kill_container":{"container_id":{"value":")" +
-                                             cid + R"("},"signal":15}})");
+    auto r = agent.post_json(
+        "/api/v1", R"({"type":"KILL_CONTAINER","kill_container":{"container_id":{"value":")" + cid +
+                       R"("},"signal":15}})");
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->result(), http::Status::ok) << r->body();
   }
@@ -335,9 +347,10 @@ TEST_F(AgentTest, KillUsesTheGracePeriodThenSigkill) {
 TEST_F(AgentTest, ATaskFailingItsHealthCheckIsKilledAndReportedUnhealthy) {
   AgentProcess agent(path(), "");
   agent.start();
-  std::string hc = R"(,"health_check":{"type":"COMMAND","command":{"value":"test -e /mnt/sandbox/ok"},)"
-                   R"("delay_seconds":0,"interval_seconds":0.3,"timeout_seconds":5,)"
-                   R"("consecutive_failures":3,"grace_period_seconds":0})";
+  std::string hc =
+      R"(,"health_check":{"type":"COMMAND","command":{"value":"test -e /mnt/sandbox/ok"},)"
+      R"("delay_seconds":0,"interval_seconds":0.3,"timeout_seconds":5,)"
+      R"("consecutive_failures":3,"grace_period_seconds":0})";
   ASSERT_EQ(agent.launch(simple_task("sick", "sleep 600", hc))->result(), http::Status::accepted);
   ASSERT_EQ(agent.launch(simple_task("well", "touch /mnt/sandbox/ok; sleep 600", hc))->result(),
             http::Status::accepted);
@@ -352,7 +365,8 @@ TEST_F(AgentTest, ATaskFailingItsHealthCheckIsKilledAndReportedUnhealthy) {
   ASSERT_TRUE(well.has_value());
   EXPECT_EQ(well->state(), v1::TASK_RUNNING);
   bool saw_healthy = false;
-  for (const auto& s : well->statuses()) saw_healthy = saw_healthy || (s.has_healthy() && s.healthy());
+  for (const auto& s : well->statuses())
+    saw_healthy = saw_healthy || (s.has_healthy() && s.healthy());
   EXPECT_TRUE(saw_healthy);
   agent.stop();
 }
@@ -361,7 +375,8 @@ TEST_F(AgentTest, AUriWithABadChecksumIsRefusedAndAGoodOneIsFetched) {
   std::ofstream(path() / "files" / "data.txt") << "payload\n";
   AgentProcess agent(path(), "");
   agent.start();
-  const std::string good = "d4e4877bac978b7952f0d544fc52ebff5411d351d129f1f056fa43f11da9af2b";  // sha256 of "payload\n"
+  const std::string good =
+      "d4e4877bac978b7952f0d544fc52ebff5411d351d129f1f056fa43f11da9af2b";  // sha256 of "payload\n"
   const std::string file = (path() / "files" / "data.txt").string();
   auto task = [&](const std::string& id, const std::string& sha) {
     return R"({"name":")" + id + R"(","task_id":{"value":")" + id +
@@ -380,8 +395,12 @@ TEST_F(AgentTest, AUriWithABadChecksumIsRefusedAndAGoodOneIsFetched) {
   ASSERT_TRUE(g.has_value());
   EXPECT_EQ(g->state(), v1::TASK_FINISHED) << g->statuses().rbegin()->message();
   // A file outside the policy's allowed host paths is refused.
-  ASSERT_EQ(agent.launch(R"({"name":"x","task_id":{"value":"shadow"},"command":{"value":"true","uris":[{"value":"/etc/shadow"}]}})")->result(),
-            http::Status::accepted);
+  ASSERT_EQ(
+      agent
+          .launch(
+              R"({"name":"x","task_id":{"value":"shadow"},"command":{"value":"true","uris":[{"value":"/etc/shadow"}]}})")
+          ->result(),
+      http::Status::accepted);
   auto s = agent.wait_state("shadow", {v1::TASK_FAILED});
   ASSERT_TRUE(s.has_value());
   EXPECT_NE(s->statuses().rbegin()->message().find("allowed_host_paths"), std::string::npos);
@@ -411,10 +430,11 @@ TEST_F(AgentTest, BadInputIsRefusedAndTheAgentStaysUp) {
   for (const std::string& p : {std::string("local/dup/") + cid + "/../../../../agent.db",
                                "local/dup/" + cid + "/etc-link/shadow", std::string("/etc/shadow"),
                                std::string("../../etc/passwd")}) {
-    auto resp = agent.post_json("/api/v1", R"({"type":"READ_FILE","read_file":{"path":")" + p +
-                                               R"(","offset":0}})");
+    auto resp = agent.post_json(
+        "/api/v1", R"({"type":"READ_FILE","read_file":{"path":")" + p + R"(","offset":0}})");
     ASSERT_TRUE(resp.ok());
-    EXPECT_TRUE(resp->result() == http::Status::forbidden || resp->result() == http::Status::not_found)
+    EXPECT_TRUE(resp->result() == http::Status::forbidden ||
+                resp->result() == http::Status::not_found)
         << p << " -> " << resp->result_int() << " " << resp->body();
     EXPECT_EQ(resp->body().find("root:"), std::string::npos);
   }
@@ -541,10 +561,53 @@ TEST_F(AgentTest, UnacknowledgedUpdatesAreResentAfterThePartitionAndTasksKeepRun
   // A partition: the stream drops; the agent reconnects and re-sends; the task runs on.
   master.set_auto_ack(true);
   master.drop_stream();
-  for (int i = 0; i < 400 && master.states_of("p").size() < 2; ++i) std::this_thread::sleep_for(50ms);
-  EXPECT_EQ(master.states_of("p"), (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING}));
+  for (int i = 0; i < 400 && master.states_of("p").size() < 2; ++i)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(master.states_of("p"),
+            (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING}));
   EXPECT_EQ(agent.task("p")->state(), v1::TASK_RUNNING);
   agent.stop();
+}
+
+TEST_F(AgentTest, ATaskRunsInADockerImageWithTheImagesUserEnvAndWorkdir) {
+  // An OCI archive built from busybox-static (tests/image/make-image.py), imported with the CLI
+  // into the agent's image store (<work_dir>/images).
+  fs::path archive = path() / "app.oci.tar";
+  std::string make = std::string("python3 ") + CORRAL_SOURCE_DIR +
+                     "/tests/image/make-image.py oci-archive " + archive.string() +
+                     " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(make.c_str()), 0) << "make-image.py failed (needs busybox-static)";
+  std::string import = std::string(CORRAL_CLI_PATH) + " image --root " +
+                       (path() / "work" / "images").string() + " import -q --tag test/app:1 " +
+                       archive.string() + " > /dev/null";
+  ASSERT_EQ(std::system(import.c_str()), 0);
+  AgentProcess agent(path(), "");
+  agent.start();
+  std::string task =
+      R"({"name":"img","task_id":{"value":"img"},)"
+      R"("command":{"value":"echo $GREETING; id -u; pwd; cat /etc/motd; ls /data"},)"
+      R"("container":{"type":"MESOS","mesos":{"image":{"type":"DOCKER","docker":{"name":"test/app:1"}}}}})";
+  auto r = agent.launch(task);
+  ASSERT_EQ(r->result(), http::Status::accepted) << r->body();
+  auto cid = nlohmann::json::parse(r->body())["container_id"].get<std::string>();
+  auto t = agent.wait_state("img", {v1::TASK_FINISHED, v1::TASK_FAILED});
+  ASSERT_TRUE(t.has_value());
+  ASSERT_EQ(t->state(), v1::TASK_FINISHED) << t->statuses().rbegin()->message() << agent.log();
+  auto out = read_file(path() / "work" / "sandboxes" / "local" / "img" / cid / "stdout");
+  ASSERT_TRUE(out.ok());
+  // Env from the image, its User (app = 1000), its WorkingDir, a file of layer 2, and the
+  // whiteout of /data/removed.txt applied.
+  EXPECT_EQ(*out, "hi\n1000\n/home/app\nhello from layer 2\nkeep.txt\n");
+  // An image that is not there (and no registry): a clear launch failure.
+  std::string missing =
+      R"({"name":"nope","task_id":{"value":"nope"},"command":{"value":"true"},)"
+      R"("container":{"type":"MESOS","mesos":{"image":{"type":"DOCKER","docker":{"name":"127.0.0.1:1/none:1"}}}}})";
+  ASSERT_EQ(agent.launch(missing)->result(), http::Status::accepted);
+  auto m = agent.wait_state("nope", {v1::TASK_FAILED});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->statuses().rbegin()->reason(), v1::TaskStatus::REASON_CONTAINER_LAUNCH_FAILED);
+  EXPECT_NE(m->statuses().rbegin()->message().find("127.0.0.1:1/none:1"), std::string::npos)
+      << m->statuses().rbegin()->message();
 }
 
 }  // namespace

@@ -99,6 +99,10 @@ Result<AgentConfig> read(ConfigFile file) {
       (c.gc_disk_watermark <= 0 || c.gc_disk_watermark > 1)) {
     gc.fail("disk_watermark", "must be a fraction in (0, 1], e.g. 0.9");
   }
+  ConfigTable images = root.table("images");
+  absolute_path(images, "store", &c.image_store);
+  images.get("insecure_registries", &c.insecure_registries);
+  absolute_path(images, "credentials", &c.registry_credentials);
   ConfigTable link = root.table("master_link");
   link.get_duration("backoff_min", &c.backoff_min);
   link.get_duration("backoff_max", &c.backoff_max);

@@ -95,10 +95,40 @@ std::string sanitize_hostname(std::string_view name) {
 
 }  // namespace
 
+std::string task_image_name(const v1::TaskInfo& task) {
+  if (!task.has_container() || task.container().type() != v1::ContainerInfo::MESOS) return {};
+  const auto& m = task.container().mesos();
+  if (!m.has_image() || m.image().type() != v1::Image::DOCKER) return {};
+  return m.image().docker().name();
+}
+
 Result<isolator::SandboxSpec> sandbox_spec_for(const LaunchRequest& request,
                                                const NativeOptions& options,
-                                               const std::string& cgroup_dir) {
+                                               const std::string& cgroup_dir,
+                                               const ImageRootfs* image) {
   const v1::TaskInfo& task = request.task;
+  if (image && (!task.has_command() || (task.command().value().empty() &&
+                                        (task.command().has_shell() && !task.command().shell())))) {
+    // The image's Entrypoint + Cmd (the task's arguments replace Cmd).
+    isolator::SandboxSpec spec;
+    spec.argv = image->entrypoint;
+    if (task.command().arguments_size() > 0) {
+      spec.argv.insert(spec.argv.end(), task.command().arguments().begin(),
+                       task.command().arguments().end());
+    } else {
+      spec.argv.insert(spec.argv.end(), image->cmd.begin(), image->cmd.end());
+    }
+    if (spec.argv.empty())
+      return Error(EINVAL, "the task has no command and its image has neither Entrypoint nor Cmd");
+    v1::TaskInfo copy = task;
+    copy.mutable_command()->set_shell(false);
+    copy.mutable_command()->set_value(spec.argv[0]);
+    copy.mutable_command()->clear_arguments();
+    for (const auto& a : spec.argv) copy.mutable_command()->add_arguments(a);
+    LaunchRequest r2 = request;
+    r2.task = copy;
+    return sandbox_spec_for(r2, options, cgroup_dir, image);
+  }
   if (!task.has_command()) {
     return Error(EINVAL, "task " + task.task_id().value() +
                              " has no command; the native containerizer runs CommandInfo tasks "
@@ -122,6 +152,9 @@ Result<isolator::SandboxSpec> sandbox_spec_for(const LaunchRequest& request,
     }
   }
   spec.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+  if (image) {
+    for (const auto& e : image->env) spec.env.push_back(e);
+  }
   for (const auto& e : request.env) spec.env.push_back(e);
   for (const auto& v : command.environment().variables()) {
     if (v.name().empty() || v.name().find('=') != std::string::npos) {
@@ -158,6 +191,18 @@ Result<isolator::SandboxSpec> sandbox_spec_for(const LaunchRequest& request,
   spec.stdout_spec.keep = spec.stderr_spec.keep = options.output_keep;
   spec.exit_status_path = (request.run_dir / "exit.json").string();
   spec.cgroup_dir = cgroup_dir;
+  if (image) {
+    spec.rootfs.mode = isolator::RootfsMode::overlay;
+    spec.rootfs.lower_dirs = image->lower_dirs;
+    spec.rootfs.upper_dir = (request.run_dir / "rootfs-upper").string();
+    spec.rootfs.work_dir = (request.run_dir / "rootfs-work").string();
+    if (!image->working_dir.empty()) spec.cwd = image->working_dir;
+    if (image->uid) {
+      spec.uid = *image->uid;
+      spec.gid = image->gid.value_or(*image->uid);
+      spec.supplementary_gids = image->supplementary_gids;
+    }
+  }
   return spec;
 }
 
@@ -292,9 +337,20 @@ class NativeContainerizer final : public containerizer::Containerizer {
     }
     auto fail = [&](Error e) -> Error {
       if (c->cgroup) (void)c->cgroup->destroy(std::chrono::seconds(5));
+#ifdef CORRAL_HAVE_IMAGE_STORE
+      if (c->image && options_.images) (void)options_.images->release(request.container_id);
+#endif
       return e;
     };
-    auto spec = sandbox_spec_for(request, options_, cgroup_dir);
+    std::optional<ImageRootfs> rootfs;
+    const std::string image_name = task_image_name(request.task);
+    if (!image_name.empty()) {
+      auto r = provision_image(image_name, request);
+      if (!r) return fail(r.error());
+      rootfs = std::move(*r);
+      c->image = true;
+    }
+    auto spec = sandbox_spec_for(request, options_, cgroup_dir, rootfs ? &*rootfs : nullptr);
     if (!spec) return fail(spec.error());
     if (auto v = isolator::validate(*spec); !v.ok()) return fail(v.error());
     const fs::path spec_path = request.run_dir / "spec.json";
@@ -466,6 +522,51 @@ class NativeContainerizer final : public containerizer::Containerizer {
     return s;
   }
 
+  Result<ImageRootfs> provision_image(const std::string& name, const LaunchRequest& request) {
+#ifdef CORRAL_HAVE_IMAGE_STORE
+    if (!options_.images) {
+      return Error(ENOTSUP, "the task asks for image " + name +
+                                " but this agent has no image store configured");
+    }
+    auto p = options_.images->provision(name, request.container_id);
+    if (!p && p.error().code() == ENOENT) {
+      log::info("pulling image " + name + " for container " + request.container_id);
+      auto pulled = options_.images->pull(name, options_.pull);
+      if (!pulled)
+        return Error(pulled.error().code(),
+                     "pulling image " + name + ": " + pulled.error().message());
+      p = options_.images->provision(name, request.container_id);
+    }
+    if (!p) return Error(p.error().code(), "image " + name + ": " + p.error().message());
+    ImageRootfs r;
+    for (const auto& d : p->lower_dirs) r.lower_dirs.push_back(d.string());
+    r.entrypoint = p->config.entrypoint;
+    r.cmd = p->config.cmd;
+    r.env = p->config.env;
+    r.working_dir = p->config.working_dir;
+    // The task's own user (CommandInfo.user) wins over the image's User.
+    if (!request.task.command().has_user() && !p->config.user.empty()) {
+      auto u = image::resolve_image_user(p->lower_dirs, p->config.user);
+      if (!u) {
+        (void)options_.images->release(request.container_id);
+        return Error(u.error().code(),
+                     "image " + name + " user \"" + p->config.user + "\": " + u.error().message());
+      }
+      r.uid = u->uid;
+      r.gid = u->gid;
+      r.supplementary_gids = u->supplementary_gids;
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(request.run_dir / "rootfs-upper", ec);
+    std::filesystem::create_directories(request.run_dir / "rootfs-work", ec);
+    return r;
+#else
+    (void)request;
+    return Error(ENOTSUP, "this corral-agent was built without image support; image " + name +
+                              " cannot be used");
+#endif
+  }
+
   Result<void> destroy(const std::string& container_id) override {
     std::unique_ptr<Container> c;
     {
@@ -478,6 +579,9 @@ class NativeContainerizer final : public containerizer::Containerizer {
       by_key_.erase(c->key);
       containers_.erase(it);
     }
+#ifdef CORRAL_HAVE_IMAGE_STORE
+    if (options_.images) (void)options_.images->release(container_id);
+#endif
     if (c->cgroup) {
       if (auto d = c->cgroup->destroy(); !d.ok())
         return Error(d.error().code(),
@@ -555,6 +659,7 @@ class NativeContainerizer final : public containerizer::Containerizer {
     isolator::ResourceLimits limits;
     bool kill_requested = false;
     bool terminated = false;
+    bool image = false;
     std::optional<std::chrono::steady_clock::time_point> force_at;
     uint64_t key = 0;
   };

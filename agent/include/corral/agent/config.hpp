@@ -58,6 +58,10 @@ struct AgentConfig {
   std::chrono::milliseconds gc_max_age{7 * 24 * 3600 * 1000LL};
   double gc_disk_watermark = 0.90;  // above this fraction of the disk used, oldest go first
   std::chrono::milliseconds gc_interval{60'000};
+  // [images] the image store for tasks in Docker/OCI images (docs/images.md)
+  std::filesystem::path image_store;             // default /var/lib/corral/images
+  std::vector<std::string> insecure_registries;  // "host:port" reached over plain HTTP
+  std::filesystem::path registry_credentials;    // Docker config.json style auths
   // [master_link]
   std::chrono::milliseconds backoff_min{1'000};
   std::chrono::milliseconds backoff_max{60'000};

@@ -18,6 +18,10 @@
 #include "corral/isolator/cgroup.hpp"
 #include "corral/isolator/sandbox_spec.hpp"
 
+#ifdef CORRAL_HAVE_IMAGE_STORE
+#include "corral/image/store.hpp"
+#endif
+
 namespace corral::native {
 
 struct NativeOptions {
@@ -33,6 +37,22 @@ struct NativeOptions {
   // Output rotation of the task's stdout/stderr files.
   uint64_t output_max_bytes = 10ull << 20;
   uint32_t output_keep = 3;
+#ifdef CORRAL_HAVE_IMAGE_STORE
+  // Tasks with ContainerInfo{type: MESOS, mesos: {image: {type: DOCKER, docker: {name}}}} run in
+  // that image (overlayfs of its layers + a per-task upper dir); missing images are pulled with
+  // `pull`. Null: such tasks fail with a message saying images are not configured.
+  std::shared_ptr<image::ImageStore> images;
+  image::PullOptions pull;
+#endif
+};
+
+// The root filesystem and defaults an image gives a task.
+struct ImageRootfs {
+  std::vector<std::string> lower_dirs;  // top first
+  std::vector<std::string> entrypoint, cmd, env;
+  std::string working_dir;
+  std::optional<uint32_t> uid, gid;
+  std::vector<uint32_t> supplementary_gids;
 };
 
 // What recover() needs, as launch() checkpoints it (also readable by operators in the agent's
@@ -48,9 +68,15 @@ nlohmann::json to_json(const NativeCheckpoint& c);
 Result<NativeCheckpoint> native_checkpoint_from_json(const nlohmann::json& j);
 
 // The SandboxSpec for a launch request (pure; exposed for tests).
+// With an image: argv defaults to Entrypoint + Cmd (a shell command runs /bin/sh of the image),
+// env is the image's then the agent's then the task's, cwd is WorkingDir, the user is the
+// image's User unless the task names one.
 Result<isolator::SandboxSpec> sandbox_spec_for(const containerizer::LaunchRequest& request,
                                                const NativeOptions& options,
-                                               const std::string& cgroup_dir);
+                                               const std::string& cgroup_dir,
+                                               const ImageRootfs* image = nullptr);
+// The image a task asks for (mesos.image.docker.name); empty when none.
+std::string task_image_name(const v1::TaskInfo& task);
 
 // Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22).
 Result<uint64_t> process_start_time(pid_t pid);
