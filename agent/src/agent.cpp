@@ -157,6 +157,9 @@ nlohmann::json TaskRecord::to_json() const {
   nlohmann::json updates = nlohmann::json::array();
   for (const auto& u : pending) updates.push_back(corral::to_json_value(u));
   j["updates"] = updates;
+  nlohmann::json recent = nlohmann::json::array();
+  for (const auto& st : statuses) recent.push_back(corral::to_json_value(st));
+  j["statuses"] = recent;
   return j;
 }
 
@@ -183,6 +186,13 @@ Result<TaskRecord> TaskRecord::from_json(const std::string& text) {
       internal::StatusUpdate su;
       CORRAL_TRY(parse_json_value(u, &su));
       t.pending.push_back(su);
+    }
+    if (j.contains("statuses")) {
+      for (const auto& st : j.at("statuses")) {
+        v1::TaskStatus status;
+        CORRAL_TRY(parse_json_value(st, &status));
+        t.statuses.push_back(status);
+      }
     }
   } catch (const std::exception& e) {
     return Error(EINVAL, e.what());
@@ -745,7 +755,7 @@ void AgentImpl::update(TaskRecord& t, TaskState state, TaskStatus::Source source
   }
   t.state = state;
   t.statuses.push_back(*s);
-  if (t.statuses.size() > 20) t.statuses.erase(t.statuses.begin());
+  if (t.statuses.size() > 8) t.statuses.erase(t.statuses.begin());
   t.pending.push_back(u);
   ++metrics_.status_updates;
   if (is_terminal(state)) {

@@ -81,10 +81,10 @@ int tasks(const AgentOptions& o) {
 int launch(const AgentOptions& o) {
   if (o.command.empty()) return fail("no command; usage: corral agent launch [options] -- COMMAND");
   nlohmann::json task;
-  std::string id = o.task_id.empty() ? (o.name.empty() ? "task" : o.name) + "." +
-                                           std::to_string(::getpid()) + "." +
-                                           std::to_string(time(nullptr))
-                                     : o.task_id;
+  std::string id = o.task_id.empty()
+                       ? (o.name.empty() ? "task" : o.name) + "." + std::to_string(::getpid()) +
+                             "." + std::to_string(time(nullptr))
+                       : o.task_id;
   task["name"] = o.name.empty() ? id : o.name;
   task["task_id"] = {{"value", id}};
   std::string cmd;
@@ -94,7 +94,8 @@ int launch(const AgentOptions& o) {
   nlohmann::json res = nlohmann::json::array();
   if (!o.cpus.empty()) {
     try {
-      res.push_back({{"name", "cpus"}, {"type", "SCALAR"}, {"scalar", {{"value", std::stod(o.cpus)}}}});
+      res.push_back(
+          {{"name", "cpus"}, {"type", "SCALAR"}, {"scalar", {{"value", std::stod(o.cpus)}}}});
     } catch (...) {
       return fail("--cpus must be a number, e.g. 0.5");
     }
@@ -102,15 +103,18 @@ int launch(const AgentOptions& o) {
   if (!o.mem.empty()) {
     auto b = parse_bytes(o.mem);
     if (!b) return fail("--mem: " + b.error().message());
-    res.push_back({{"name", "mem"}, {"type", "SCALAR"},
+    res.push_back({{"name", "mem"},
+                   {"type", "SCALAR"},
                    {"scalar", {{"value", static_cast<double>(*b) / (1 << 20)}}}});
   }
   if (!res.empty()) task["resources"] = res;
   auto c = connect(o);
   if (!c) return fail(c.error().message());
-  auto r = c->post("/corral/v1/tasks", nlohmann::json{{"framework_id", "local"}, {"task", task}}.dump());
+  auto r =
+      c->post("/corral/v1/tasks", nlohmann::json{{"framework_id", "local"}, {"task", task}}.dump());
   if (!r) return fail(r.error().message());
-  if (r->result() != http::Status::accepted) return fail("the agent refused the task: " + *error_of(*r));
+  if (r->result() != http::Status::accepted)
+    return fail("the agent refused the task: " + *error_of(*r));
   auto j = nlohmann::json::parse(r->body(), nullptr, false);
   if (o.json) {
     std::printf("%s\n", r->body().c_str());
@@ -123,10 +127,11 @@ int launch(const AgentOptions& o) {
 int kill_container(const AgentOptions& o) {
   auto c = connect(o);
   if (!c) return fail(c.error().message());
-  auto r = c->post("/api/v1", nlohmann::json{{"type", "KILL_CONTAINER"},
-                                             {"kill_container", {{"container_id", {{"value", o.container}}},
-                                                                 {"signal", 15}}}}
-                                  .dump());
+  auto r = c->post("/api/v1",
+                   nlohmann::json{{"type", "KILL_CONTAINER"},
+                                  {"kill_container",
+                                   {{"container_id", {{"value", o.container}}}, {"signal", 15}}}}
+                       .dump());
   if (!r) return fail(r.error().message());
   if (r->result() != http::Status::ok) return fail(*error_of(*r));
   std::printf("killing %s (SIGTERM, then SIGKILL after the grace period)\n", o.container.c_str());
@@ -173,10 +178,10 @@ int drain(const AgentOptions& o) {
   if (!r) return fail(r.error().message());
   if (r->result() != http::Status::accepted) return fail(*error_of(*r));
   std::printf("draining: the agent accepts no new tasks%s\n",
-              o.deadline.empty() ? ""
-                                 : (o.no_kill ? "" : ("; tasks still running after " + o.deadline +
-                                                      " are killed"))
-                                       .c_str());
+              o.deadline.empty()
+                  ? ""
+                  : (o.no_kill ? "" : ("; tasks still running after " + o.deadline + " are killed"))
+                        .c_str());
   int last = -1;
   for (;;) {
     auto p = c->get("/corral/v1/drain");
@@ -201,7 +206,8 @@ int drain(const AgentOptions& o) {
 
 std::function<std::optional<int>()> add_agent_commands(CLI::App& app) {
   auto o = std::make_shared<AgentOptions>();
-  auto* agent = app.add_subcommand("agent", "work with the agent on this machine (unix socket API)");
+  auto* agent =
+      app.add_subcommand("agent", "work with the agent on this machine (unix socket API)");
   agent->require_subcommand(1);
   agent->add_option("--socket", o->socket, "the agent's socket (default /run/corral/agent.sock)");
   auto* t = agent->add_subcommand("tasks", "list the agent's tasks");
