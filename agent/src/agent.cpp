@@ -278,6 +278,14 @@ Result<void> AgentImpl::init(AgentDeps deps) {
     // message saying so and everything else runs natively.
     auto options = docker::docker_options_from_policy(policy_.current());
     options.agent_label = "corral-agent";
+    // Pull progress in the agent's log: one line per layer event dockerd reports as done.
+    options.pull_progress = [](const nlohmann::json& line) {
+      std::string status = line.value("status", "");
+      if (status == "Pull complete" || status == "Already exists" ||
+          status.rfind("Status:", 0) == 0 || status.rfind("Digest:", 0) == 0)
+        log::info("docker pull: " + (line.contains("id") ? line.value("id", "") + ": " : "") +
+                  status);
+    };
     auto d = docker::open_docker_containerizer(options);
     if (d) {
       docker_ = std::move(*d);

@@ -347,19 +347,11 @@ Result<nlohmann::json> Engine::inspect_image(const std::string& reference) {
 Result<void> Engine::pull(const ImageRef& image, const std::optional<RegistryAuth>& auth,
                           const PullProgress& progress) {
   const std::string what = "pulling image " + image.full();
-  // One whole request, not a stream: Boost 1.74's Beast (Debian 12) reports "body limit
-  // exceeded" for a streamed response that has a Content-Length, which is how dockerd sends
-  // its error answers (404, 500); a whole request reads them. The progress lines are handed to
-  // `progress` when the pull ends.
+  // A stream: dockerd sends one JSON progress line per event while it pulls, and each goes to
+  // `progress` as it arrives (layers, bytes). Failures come as an error status or as an
+  // {"error"} line in a 200 answer.
   std::vector<std::pair<std::string, std::string>> headers;
   if (auth) headers.emplace_back("X-Registry-Auth", encode_registry_auth(*auth));
-  auto r = call(http::Verb::post,
-                "/images/create?fromImage=" + url_encode(image.name) +
-                    "&tag=" + url_encode(image.digest.empty() ? image.tag : image.digest),
-                {}, options_.pull_timeout, headers);
-  if (!r.ok()) return transport_error(r.error(), what);
-  // dockerd reports pull failures both as error statuses and as {"error"} lines in a 200
-  // answer; either way the message says what kind of failure it was.
   auto classify = [&](int code, const std::string& msg) {
     if (code == ENOENT || msg.find("not found") != std::string::npos ||
         msg.find("does not exist") != std::string::npos ||
@@ -376,29 +368,71 @@ Result<void> Engine::pull(const ImageRef& image, const std::optional<RegistryAut
     }
     return Error(code, msg);
   };
-  if (r->result_int() != 200) {
-    Error e = api_error(*r, what);
+  http::ClientOptions opts;
+  opts.connect_timeout = options_.connect_timeout;
+  opts.request_timeout = options_.pull_timeout;
+  opts.max_idle_connections = 0;
+  auto parsed = http::parse_endpoint(options_.endpoint);
+  if (!parsed.ok()) {
+    return Error(EINVAL, "docker endpoint \"" + options_.endpoint +
+                             "\" is not valid: " + parsed.error().message());
+  }
+  http::HttpClient client(*parsed, opts);
+  http::Request req = http::make_request(
+      http::Verb::post,
+      "/v" + std::string(kApiVersion) + "/images/create?fromImage=" + url_encode(image.name) +
+          "&tag=" + url_encode(image.digest.empty() ? image.tag : image.digest),
+      {});
+  for (const auto& [k, v] : headers) req.set(k, v);
+  http::Response head;
+  std::string pending;  // a partial line
+  std::string error_body;
+  std::optional<Error> failure;
+  http::StreamCallbacks cb;
+  cb.on_head = [&](const http::Response& h) {
+    head = h;
+    return true;
+  };
+  cb.on_data = [&](std::string_view data) {
+    if (head.result_int() != 200) {
+      if (error_body.size() < 65536) error_body.append(data);
+      return true;
+    }
+    pending.append(data);
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      if (line.empty() || line == "\r") continue;
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) {
+        failure = Error(EPROTO, what +
+                                    ": dockerd's progress stream has a line that is not a JSON "
+                                    "object: \"" +
+                                    line.substr(0, 80) + "\"");
+        return false;
+      }
+      if (j.contains("error")) {
+        std::string msg = j["error"].is_string() ? j["error"].get<std::string>() : j.dump();
+        failure = classify(EIO, what + ": " + msg);
+        return false;
+      }
+      if (progress) progress(j);
+    }
+    if (pending.size() > (1u << 20)) {
+      failure = Error(EPROTO, what + ": a progress line of dockerd is longer than 1 MiB");
+      return false;
+    }
+    return true;
+  };
+  auto end = client.stream(std::move(req), cb);
+  if (failure) return *failure;
+  if (head.result_int() != 0 && head.result_int() != 200) {
+    head.body() = error_body;
+    Error e = api_error(head, what);
     return classify(e.code(), e.message());
   }
-  std::string_view body = r->body();
-  while (!body.empty()) {
-    auto nl = body.find('\n');
-    std::string line(body.substr(0, nl));
-    body.remove_prefix(nl == std::string_view::npos ? body.size() : nl + 1);
-    if (line.empty() || line == "\r") continue;
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-      return Error(EPROTO, what +
-                               ": dockerd's progress stream has a line that is not a JSON "
-                               "object: \"" +
-                               line.substr(0, 80) + "\"");
-    }
-    if (j.contains("error")) {
-      std::string msg = j["error"].is_string() ? j["error"].get<std::string>() : j.dump();
-      return classify(EIO, what + ": " + msg);
-    }
-    if (progress) progress(j);
-  }
+  if (!end.ok()) return transport_error(end.error(), what);
   return {};
 }
 
