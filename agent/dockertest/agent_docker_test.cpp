@@ -33,7 +33,7 @@ std::string docker_task(const std::string& id, const std::string& command) {
          R"(},"container":{"type":"DOCKER","docker":{"image":"corral-test/busybox:latest","network":"NONE"}}})";
 }
 
-TEST_F(AgentDockerTest, ADockerTaskRunsThroughDockerdAndSurvivesAnAgentRestart) {
+TEST_F(AgentDockerTest, ADockerTaskRunsThroughDockerdAndTwentySurviveKill9OfTheAgent) {
   AgentProcess agent(dir_->path(), "");
   agent.start();
   ASSERT_NE(agent.log().find("Docker delegation available"), std::string::npos) << agent.log();
@@ -48,22 +48,40 @@ TEST_F(AgentDockerTest, ADockerTaskRunsThroughDockerdAndSurvivesAnAgentRestart) 
   auto out = read_file(dir_->path() / "work" / "sandboxes" / "local" / "dexit" / cid / "stdout");
   EXPECT_EQ(out.value_or(""), "hello from docker\n");
 
-  ASSERT_EQ(agent.launch(docker_task("dlong", "sleep 600"))->result(), http::Status::accepted);
-  ASSERT_TRUE(agent.wait_state("dlong", {v1::TASK_RUNNING}, 120s).has_value());
+  // Twenty running Docker tasks survive kill -9 of the agent and are adopted by the next one.
+  for (int i = 0; i < 20; ++i) {
+    auto l = agent.launch(docker_task("dlong" + std::to_string(i), "sleep 600"));
+    ASSERT_EQ(l->result(), http::Status::accepted) << l->body();
+  }
+  for (int i = 0; i < 20; ++i) {
+    auto t = agent.wait_state("dlong" + std::to_string(i), {v1::TASK_RUNNING}, 180s);
+    ASSERT_TRUE(t && t->state() == v1::TASK_RUNNING) << i;
+  }
   agent.kill9();
   agent.start();
-  auto again = agent.wait_state("dlong", {v1::TASK_RUNNING}, 60s);
-  ASSERT_TRUE(again.has_value());
-  EXPECT_EQ(again->state(), v1::TASK_RUNNING);
-  ASSERT_GT(again->statuses_size(), 0);
-  auto lc = again->statuses().rbegin()->container_status().container_id().value();
+  for (int i = 0; i < 20; ++i) {
+    auto again = agent.wait_state("dlong" + std::to_string(i), {v1::TASK_RUNNING}, 60s);
+    ASSERT_TRUE(again.has_value()) << i;
+    EXPECT_EQ(again->state(), v1::TASK_RUNNING) << i;
+    ASSERT_GT(again->statuses_size(), 0);
+  }
+  auto one = agent.task("dlong0");
+  auto lc = one->statuses().rbegin()->container_status().container_id().value();
   auto k = agent.post_json(
       "/api/v1", R"({"type":"KILL_CONTAINER","kill_container":{"container_id":{"value":")" + lc +
                      R"("},"signal":15}})");
   ASSERT_TRUE(k.ok());
-  auto killed = agent.wait_state("dlong", {v1::TASK_KILLED}, 120s);
+  auto killed = agent.wait_state("dlong0", {v1::TASK_KILLED}, 120s);
   ASSERT_TRUE(killed.has_value());
   EXPECT_EQ(killed->state(), v1::TASK_KILLED);
+  // The rest go with a drain at once.
+  auto d = agent.post_json("/corral/v1/drain", R"({"deadline_seconds":0,"kill":true})");
+  ASSERT_TRUE(d.ok());
+  for (int i = 1; i < 20; ++i) {
+    auto t = agent.wait_state("dlong" + std::to_string(i), {v1::TASK_KILLED}, 180s);
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->state(), v1::TASK_KILLED) << i;
+  }
 }
 
 }  // namespace
