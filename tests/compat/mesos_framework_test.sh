@@ -4,7 +4,8 @@
 # Fails loudly when node or the package is missing (scripts/install-deps installs nodejs and
 # npm; tests/compat/setup-npm installs the package into a cache outside the repository).
 #
-#   tests/compat/mesos_framework_test.sh <corral-master> <corral-master-scale>
+#   tests/compat/mesos_framework_test.sh <corral-master> <corral-master-scale> [<corral-agent> <corral-launcher>]
+# With the last two the task runs on a real corral-agent instead of a simulated one.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 master_bin="$1"
@@ -32,20 +33,41 @@ for _ in $(seq 100); do
 done
 curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "FAIL: corral-master did not start:"; cat "$work/master.log"; exit 1; }
 
-"$scale_bin" --master "http://127.0.0.1:$port" --agents 1 --frameworks 0 --hold \
-  >"$work/agents.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  grep -q '^agent ' "$work/agents.log" && break
-  sleep 0.1
-done
-grep -q '^agent ' "$work/agents.log" || { echo "FAIL: the simulated agent did not register:"; cat "$work/agents.log"; exit 1; }
+if [ -n "${3:-}" ]; then
+  # A real corral-agent (and corral-launcher) runs the task: the whole path framework -> master
+  # -> agent link -> sandbox. The host may lack cgroup v2, so the policy allows running without.
+  agent_bin="$3"
+  launcher_bin="$4"
+  mkdir -p "$work/policy"
+  # The library's framework runs as root; Corral's built-in policy allows only nobody.
+  printf '[cgroups]\nrequire_v2 = false\n[security]\nusers = ["nobody", "root"]\n' >"$work/policy/00-test.toml"
+  "$agent_bin" --master "http://127.0.0.1:$port" --work-dir "$work/agent" --socket "$work/agent.sock" \
+    --listen "" --policy-dir "$work/policy" --launcher "$launcher_bin" --kill-tasks-on-exit \
+    >"$work/agents.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    grep -q 'registered with master' "$work/agents.log" && break
+    sleep 0.1
+  done
+  grep -q 'registered with master' "$work/agents.log" || { echo "FAIL: corral-agent did not register:"; cat "$work/agents.log"; exit 1; }
+else
+  "$scale_bin" --master "http://127.0.0.1:$port" --agents 1 --frameworks 0 --hold \
+    >"$work/agents.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    grep -q '^agent ' "$work/agents.log" && break
+    sleep 0.1
+  done
+  grep -q '^agent ' "$work/agents.log" || { echo "FAIL: the simulated agent did not register:"; cat "$work/agents.log"; exit 1; }
+fi
 
 # The library writes its log file under ./logs of the working directory.
 mkdir -p "$work/node/logs"
 if ! (cd "$work/node" && NODE_PATH="$cache/node_modules" timeout 90 node "$here/mesos_framework_launch.js" 127.0.0.1 "$port"); then
   echo "FAIL: mesos-framework could not launch a task; master log:" >&2
   cat "$work/master.log" >&2
+  echo "agent log:" >&2
+  cat "$work/agents.log" >&2
   exit 1
 fi
 # The master agrees: one running task of that framework.
