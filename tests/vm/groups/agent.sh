@@ -49,10 +49,15 @@ vm_check "a task over its memory limit fails with REASON_CONTAINER_LIMITATION_ME
 vm_check "kill -9 of the agent: tasks keep running, the next agent adopts them and reports an exit that happened meanwhile" sh -c '
     '"$(declare -f start_agent state_of container_of wait_state)"'; agent='"$agent"' launcher='"$launcher"' work='"$work"' sock='"$sock"' corral='"$corral"'
     for i in $(seq 3); do "$corral" agent launch --id keep$i -- "sleep 600" >/dev/null || exit 1; done
-    "$corral" agent launch --id quick -- "sleep 3; exit 4" >/dev/null || exit 1
+    # "quick" ends when told to (a file in its sandbox), so that it ends while no agent runs.
+    "$corral" agent launch --id quick -- "while [ ! -e /mnt/sandbox/go ]; do sleep 0.2; done; exit 4" >/dev/null || exit 1
     for i in $(seq 3); do wait_state keep$i TASK_RUNNING || exit 1; done
     wait_state quick TASK_RUNNING || exit 1
-    systemctl kill -s KILL corral-agent-test; sleep 5
+    q=$(container_of quick)
+    systemctl kill -s KILL corral-agent-test; sleep 1
+    touch '"$work"'/sandboxes/local/quick/$q/go
+    for i in $(seq 100); do [ -e '"$work"'/runs/$q/exit.json ] && break; sleep 0.2; done
+    echo "quick ended while no agent ran: $(cat '"$work"'/runs/$q/exit.json)"
     n=$(ls -d /sys/fs/cgroup/corral.slice/corral-tasks.scope/task-* | wc -l); echo "task cgroups while no agent runs: $n"
     start_agent || exit 1
     wait_state quick TASK_FAILED || exit 1
