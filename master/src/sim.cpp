@@ -234,10 +234,12 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
     }
     auto req = http::make_request(http::Verb::post, "/api/v1/agent", body(call),
                                   content_type_of(fmt(opts.protobuf)));
-    auto self = shared_from_this();
+    std::weak_ptr<State> weak = shared_from_this();
     decoder = RecordIoDecoder();
     http::StreamCallbacks cb;
-    cb.on_head = [self](const http::Response& head) {
+    cb.on_head = [weak](const http::Response& head) {
+      auto self = weak.lock();
+      if (!self) return false;
       std::lock_guard lock(self->mu);
       if (head.result() != http::Status::ok) {
         self->error = std::to_string(head.result_int()) + " on register";
@@ -247,7 +249,9 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
       self->connected = true;
       return true;
     };
-    cb.on_data = [self](std::string_view data) {
+    cb.on_data = [weak](std::string_view data) {
+      auto self = weak.lock();
+      if (!self) return false;
       auto records = self->decoder.feed(data);
       if (!records) return false;
       for (const auto& rec : *records) {
@@ -257,7 +261,9 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
       }
       return true;
     };
-    cb.on_end = [self](Result<void>) {
+    cb.on_end = [weak](Result<void>) {
+      auto self = weak.lock();
+      if (!self) return;
       std::lock_guard lock(self->mu);
       self->connected = false;
     };
@@ -397,10 +403,12 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
                                   serialize_message(fmt(opts.protobuf), c),
                                   content_type_of(fmt(opts.protobuf)));
     req.set(http::Field::accept, content_type_of(fmt(opts.protobuf)));
-    auto self = shared_from_this();
+    std::weak_ptr<State> weak = shared_from_this();
     decoder = RecordIoDecoder();
     http::StreamCallbacks cb;
-    cb.on_head = [self](const http::Response& head) {
+    cb.on_head = [weak](const http::Response& head) {
+      auto self = weak.lock();
+      if (!self) return false;
       std::lock_guard lock(self->mu);
       if (head.result() != http::Status::ok) {
         self->error = std::to_string(head.result_int()) + " on SUBSCRIBE";
@@ -409,7 +417,9 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
       self->stream_id = std::string(head["Mesos-Stream-Id"]);
       return true;
     };
-    cb.on_data = [self](std::string_view data) {
+    cb.on_data = [weak](std::string_view data) {
+      auto self = weak.lock();
+      if (!self) return false;
       auto records = self->decoder.feed(data);
       if (!records) return false;
       for (const auto& rec : *records) {
@@ -435,7 +445,9 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
       }
       return true;
     };
-    cb.on_end = [self](Result<void>) {
+    cb.on_end = [weak](Result<void>) {
+      auto self = weak.lock();
+      if (!self) return;
       std::lock_guard lock(self->mu);
       self->subscribed = false;
     };
