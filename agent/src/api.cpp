@@ -422,9 +422,6 @@ void AgentImpl::stream_log(const std::shared_ptr<http::Exchange>& ex) {
   if (auto* t = find(id)) {
     sandbox = t->sandbox;
   } else {
-    for (const auto& c : completed_) {
-      (void)c;
-    }
     return ex->respond(
         http::error_response(Status::not_found, "no container " + id + " on this agent"));
   }
