@@ -915,6 +915,12 @@ void AgentImpl::acknowledge(TaskRecord& t, const std::string& uuid) {
     gc_[t.sandbox] = now_seconds();
     completed_.push_back(t.to_task(agent_id_));
     if (completed_.size() > 1000) completed_.pop_front();
+    completed_sandboxes_[t.container_id] = t.sandbox;
+    completed_order_.push_back(t.container_id);
+    if (completed_order_.size() > 1000) {
+      completed_sandboxes_.erase(completed_order_.front());
+      completed_order_.pop_front();
+    }
     persist(t);
     return;
   }

@@ -163,6 +163,10 @@ class AgentImpl {
   std::map<std::string, std::string> index_;                  // framework/task -> container id
   std::map<std::string, v1::FrameworkInfo> frameworks_;
   std::deque<v1::Task> completed_;
+  // Sandboxes of completed tasks by container id (the newest 1,000), so their logs stay readable
+  // until garbage collection.
+  std::map<std::string, std::string> completed_sandboxes_;
+  std::deque<std::string> completed_order_;
   std::map<std::string, double> gc_;  // sandbox -> finished at
   std::vector<std::string> pending_failures_;
   int recovered_running_ = 0;

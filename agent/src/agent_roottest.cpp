@@ -80,6 +80,13 @@ TEST_F(AgentTest, ALocalTaskRunsToFinishedWithStatusesInOrderAndItsOutputIsReada
   auto read = agent.call(R"({"type":"READ_FILE","read_file":{"path":"local/hello/)" + cid +
                          R"(/stdout","offset":0}})");
   EXPECT_EQ(read.read_file().data(), "hello from the task\n");
+  // The log endpoint still serves a completed task's output.
+  auto c = agent.client();
+  ASSERT_TRUE(c.ok());
+  auto log = c->get("/corral/v1/logs/" + cid + "/stdout");
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(log->result(), http::Status::ok) << log->body();
+  EXPECT_EQ(log->body(), "hello from the task\n");
   // The running warning says limits are not enforced here.
   EXPECT_NE(agent.log().find("NOT enforced"), std::string::npos);
 }
@@ -87,7 +94,10 @@ TEST_F(AgentTest, ALocalTaskRunsToFinishedWithStatusesInOrderAndItsOutputIsReada
 TEST_F(AgentTest, AFailingTaskReportsItsExitCode) {
   AgentProcess agent(path(), "");
   agent.start();
-  ASSERT_EQ(agent.launch(simple_task("fails", "exit 3"))->result(), http::Status::accepted);
+  // Tasks run as the policy's default user (nobody), never as the agent's root.
+  ASSERT_EQ(
+      agent.launch(simple_task("fails", "[ \"$(id -u)\" = 65534 ] && exit 3; exit 9"))->result(),
+      http::Status::accepted);
   auto t = agent.wait_state("fails", {v1::TASK_FAILED});
   ASSERT_TRUE(t.has_value());
   EXPECT_EQ(t->state(), v1::TASK_FAILED);

@@ -421,6 +421,8 @@ void AgentImpl::stream_log(const std::shared_ptr<http::Exchange>& ex) {
   std::string sandbox;
   if (auto* t = find(id)) {
     sandbox = t->sandbox;
+  } else if (auto c = completed_sandboxes_.find(id); c != completed_sandboxes_.end()) {
+    sandbox = c->second;  // completed: its sandbox stays until garbage collection
   } else {
     return ex->respond(
         http::error_response(Status::not_found, "no container " + id + " on this agent"));

@@ -1,7 +1,9 @@
 #include "corral/native/native.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -173,6 +175,34 @@ Result<isolator::SandboxSpec> sandbox_spec_for(const LaunchRequest& request,
   spec.cwd = spec.sandbox_mount;
   for (const auto& v : request.decision.volumes)
     spec.volumes.push_back({v.host_path, v.container_path, !v.writable});
+  // The user the policy decided on (name or uid, as on the host; inside a user namespace the
+  // same ids are container ids).
+  if (!request.decision.user.empty()) {
+    const std::string& user = request.decision.user;
+    struct passwd pw {};
+    struct passwd* found = nullptr;
+    char buf[8192];
+    if (user.find_first_not_of("0123456789") == std::string::npos && user.size() <= 9) {
+      spec.uid = static_cast<uint32_t>(std::stoul(user));
+      ::getpwuid_r(spec.uid, &pw, buf, sizeof buf, &found);
+      spec.gid = found ? found->pw_gid : spec.uid;
+    } else {
+      ::getpwnam_r(user.c_str(), &pw, buf, sizeof buf, &found);
+      if (!found) return Error(ENOENT, "user \"" + user + "\" does not exist on this agent");
+      spec.uid = found->pw_uid;
+      spec.gid = found->pw_gid;
+    }
+    if (found && !options.user_namespace) {
+      int n = 64;
+      std::vector<gid_t> groups(static_cast<size_t>(n));
+      if (::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &n) >= 0) {
+        for (int i = 0; i < n; ++i) {
+          if (groups[static_cast<size_t>(i)] != found->pw_gid)
+            spec.supplementary_gids.push_back(groups[static_cast<size_t>(i)]);
+        }
+      }
+    }
+  }
   spec.capabilities = request.decision.capabilities;
   if (request.decision.seccomp == "unconfined") {
     spec.seccomp.mode = isolator::SeccompMode::unconfined;
