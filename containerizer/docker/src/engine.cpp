@@ -270,34 +270,30 @@ Result<http::Response> Engine::call(
     http::Verb verb, const std::string& target, std::string body,
     std::optional<std::chrono::milliseconds> timeout,
     const std::vector<std::pair<std::string, std::string>>& headers) {
+  CORRAL_ASSIGN_OR_RETURN(http::HttpClient c, client(timeout.value_or(options_.request_timeout)));
+  http::Request req =
+      http::make_request(verb, "/v" + std::string(kApiVersion) + target, std::move(body));
+  for (const auto& [k, v] : headers) req.set(k, v);
+  return c.request(std::move(req));
+}
+
+Result<http::HttpClient> Engine::client(std::chrono::milliseconds request_timeout) const {
   http::ClientOptions opts;
   opts.connect_timeout = options_.connect_timeout;
-  opts.request_timeout = timeout.value_or(options_.request_timeout);
+  opts.request_timeout = request_timeout;
   opts.max_idle_connections = 0;
   auto parsed = http::parse_endpoint(options_.endpoint);
   if (!parsed.ok()) {
     return Error(EINVAL, "docker endpoint \"" + options_.endpoint +
                              "\" is not valid: " + parsed.error().message());
   }
-  http::HttpClient client(*parsed, opts);
-  http::Request req =
-      http::make_request(verb, "/v" + std::string(kApiVersion) + target, std::move(body));
-  for (const auto& [k, v] : headers) req.set(k, v);
-  return client.request(std::move(req));
+  return http::HttpClient(*parsed, opts);
 }
 
 Result<EngineVersion> Engine::negotiate() {
-  http::ClientOptions opts;
-  opts.connect_timeout = options_.connect_timeout;
-  opts.request_timeout = options_.request_timeout;
-  auto parsed = http::parse_endpoint(options_.endpoint);
-  if (!parsed.ok()) {
-    return Error(EINVAL, "docker endpoint \"" + options_.endpoint +
-                             "\" is not valid: " + parsed.error().message());
-  }
-  http::HttpClient client(*parsed, opts);
+  CORRAL_ASSIGN_OR_RETURN(http::HttpClient c, client(options_.request_timeout));
   // Unversioned: the answer says which versions the daemon speaks.
-  auto r = client.get("/version");
+  auto r = c.get("/version");
   if (!r.ok()) return transport_error(r.error(), "asking dockerd for its version");
   if (r->result_int() != 200) return api_error(*r, "asking dockerd for its version");
   CORRAL_ASSIGN_OR_RETURN(nlohmann::json j, parse_body(*r, "GET /version"));
@@ -368,16 +364,7 @@ Result<void> Engine::pull(const ImageRef& image, const std::optional<RegistryAut
     }
     return Error(code, msg);
   };
-  http::ClientOptions opts;
-  opts.connect_timeout = options_.connect_timeout;
-  opts.request_timeout = options_.pull_timeout;
-  opts.max_idle_connections = 0;
-  auto parsed = http::parse_endpoint(options_.endpoint);
-  if (!parsed.ok()) {
-    return Error(EINVAL, "docker endpoint \"" + options_.endpoint +
-                             "\" is not valid: " + parsed.error().message());
-  }
-  http::HttpClient client(*parsed, opts);
+  CORRAL_ASSIGN_OR_RETURN(http::HttpClient c, client(options_.pull_timeout));
   http::Request req = http::make_request(
       http::Verb::post,
       "/v" + std::string(kApiVersion) + "/images/create?fromImage=" + url_encode(image.name) +
@@ -425,7 +412,7 @@ Result<void> Engine::pull(const ImageRef& image, const std::optional<RegistryAut
     }
     return true;
   };
-  auto end = client.stream(std::move(req), cb);
+  auto end = c.stream(std::move(req), cb);
   if (failure) return *failure;
   if (head.result_int() != 0 && head.result_int() != 200) {
     head.body() = error_body;

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "corral/common/http.hpp"
+#include "corral/common/http_client.hpp"
 #include "corral/common/result.hpp"
 
 namespace corral::docker {
@@ -132,6 +133,10 @@ class Engine {
   Result<nlohmann::json> parse_body(const http::Response& response, const std::string& what) const;
 
  private:
+  // A one-shot client for dockerd's endpoint with the given request timeout (EINVAL for an
+  // endpoint that does not parse).
+  Result<http::HttpClient> client(std::chrono::milliseconds request_timeout) const;
+
   EngineOptions options_;
 };
 
