@@ -6,11 +6,16 @@
 . "$CORRAL_SRC/tests/vm/groups/lib.sh"
 vm_require_build
 runs=${BENCH_RUNS:-200}
-corral=$CORRAL_BUILD/cli/corral
-launcher=$CORRAL_BUILD/launcher/corral-launcher
-export CORRAL_LAUNCHER=$launcher
 b=/var/tmp/bench
-mkdir -p "$b/bundle/rootfs/bin" "$b/sandbox" "$b/out"
+mkdir -p "$b/bundle/rootfs/bin" "$b/sandbox" "$b/out" "$b/sbin"
+# Corral's binaries run from the guest's own disk, as installed ones would (runc and crun are in
+# /usr/sbin): the build tree is a 9p share without a page cache, and exec'ing from it costs
+# hundreds of ms per launch under TCG that no installed runtime pays.
+cp "$CORRAL_BUILD/cli/corral" "$CORRAL_BUILD/launcher/corral-launcher" \
+    "$CORRAL_BUILD/launcher/corral-launcher-init" "$b/sbin/"
+corral=$b/sbin/corral
+launcher=$b/sbin/corral-launcher
+export CORRAL_LAUNCHER=$launcher
 for _ in $(seq 240); do [ -e "$CORRAL_VM_XCHG/bench/ready" ] && break; sleep 0.5; done
 cp "$CORRAL_VM_XCHG/bench/busybox" "$b/bundle/rootfs/bin/busybox"
 ln -sf busybox "$b/bundle/rootfs/bin/true"
