@@ -18,6 +18,7 @@ std::atomic<Level> g_level{Level::info};
 std::mutex g_mutex;  // guards g_sink, g_identifier, and serialises stderr lines
 Sink g_sink;
 std::string g_identifier = "corral";
+std::vector<Field> g_process_fields;  // guarded by g_mutex
 
 const char* level_name(Level level) {
   switch (level) {
@@ -74,6 +75,11 @@ void write_journal(const Record& record, const std::string& identifier) {
   items.push_back("SYSLOG_IDENTIFIER=" + identifier);
   for (const Field& f : record.fields) {
     items.push_back(f.key + "=" + f.value);
+  }
+  for (const Field& f : g_process_fields) {
+    bool own = false;  // a record's own value of the same key wins
+    for (const Field& r : record.fields) own = own || r.key == f.key;
+    if (!own) items.push_back(f.key + "=" + f.value);
   }
   std::vector<iovec> iov(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
@@ -156,6 +162,22 @@ void set_sink(Sink sink) {
 void set_identifier(std::string identifier) {
   std::lock_guard lock(g_mutex);
   g_identifier = std::move(identifier);
+}
+
+void set_process_field(const std::string& key, const std::string& value) {
+  std::lock_guard lock(g_mutex);
+  for (auto it = g_process_fields.begin(); it != g_process_fields.end(); ++it) {
+    if (it->key == key) {
+      g_process_fields.erase(it);
+      break;
+    }
+  }
+  if (!value.empty()) g_process_fields.push_back(Field{key, value});
+}
+
+std::vector<Field> process_fields() {
+  std::lock_guard lock(g_mutex);
+  return g_process_fields;
 }
 
 void write(Level lvl, std::string_view message, std::initializer_list<Field> fields) {

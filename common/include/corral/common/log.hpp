@@ -39,6 +39,12 @@ void set_sink(Sink sink);
 // Program name used in SYSLOG_IDENTIFIER and as the stderr prefix.
 void set_identifier(std::string identifier);
 
+// A field every journald record of this process carries (e.g. CORRAL_AGENT_ID, so
+// `journalctl CORRAL_AGENT_ID=...` finds all of an agent's lines). Setting a key again replaces
+// its value; an empty value removes it. Not repeated on stderr lines (the daemon says it once).
+void set_process_field(const std::string& key, const std::string& value);
+std::vector<Field> process_fields();
+
 void write(Level level, std::string_view message, std::initializer_list<Field> fields = {});
 inline void debug(std::string_view m, std::initializer_list<Field> f = {}) {
   write(Level::debug, m, f);
