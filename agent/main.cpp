@@ -1,16 +1,17 @@
 // corral-agent: the node agent. Isolates and runs tasks (native containerizer: cgroup v2,
 // namespaces, seccomp, capabilities through corral-launcher), checkpoints them so they survive
 // its restart, reports them to the master, and serves the agent API. docs/agent.md.
-#include <systemd/sd-daemon.h>
-
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <filesystem>
 
 #include "corral/agent/agent.hpp"
 #include "corral/common/log.hpp"
+#include "corral/common/sd_notify.hpp"
 #include "corral/common/version.hpp"
 
 int main(int argc, char** argv) {
@@ -65,32 +66,59 @@ int main(int argc, char** argv) {
   log::set_level(level);
 
   boost::asio::io_context io;
+  // systemd (docs/dbus.md): STATUS= while recovering, READY=1 only once the checkpointed tasks
+  // are adopted, their unacknowledged updates queued for resending and (with a master) the agent
+  // re-registered or 10 s spent trying; WATCHDOG=1 from this loop.
+  notify::status("starting: opening the checkpoint, recovering tasks");
   auto agent = agent::Agent::start(io, config);
   if (!agent) {
     std::fprintf(stderr, "corral-agent: %s\n", agent.error().message().c_str());
-    sd_notifyf(0, "STATUS=failed: %s", agent.error().message().c_str());
+    notify::status("failed: " + agent.error().message());
     return 1;
   }
+  if (config.dbus) {
+    if (auto d = (*agent)->start_dbus(); !d.ok())
+      log::notice("D-Bus API off: " + d.error().message());
+  } else {
+    log::info("D-Bus API off (dbus = false)");
+  }
+  notify::Heartbeat heartbeat(io, [&] { return (*agent)->status_line(); });
+  boost::asio::steady_timer ready_timer(io);
+  auto ready_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::function<void()> say_ready = [&] {
+    // Posted after Agent::start's own posts: the recovery's resend pass has run.
+    if ((*agent)->state() == "connecting" && std::chrono::steady_clock::now() < ready_deadline) {
+      ready_timer.expires_after(std::chrono::milliseconds(100));
+      ready_timer.async_wait([&](boost::system::error_code ec) {
+        if (!ec) say_ready();
+      });
+      return;
+    }
+    notify::ready((*agent)->status_line());
+  };
+  boost::asio::post(io, [&] { say_ready(); });
   boost::asio::signal_set stop_signals(io, SIGINT, SIGTERM);
   stop_signals.async_wait([&](boost::system::error_code ec, int) {
     if (ec) return;
-    sd_notify(0, "STOPPING=1");
+    ready_timer.cancel();
+    notify::stopping(kill_on_exit ? "stopping: killing tasks"
+                                  : "stopping: tasks keep running for the next agent");
     (*agent)->stop(kill_on_exit, [&] { io.stop(); });
   });
   boost::asio::signal_set hup(io, SIGHUP);
   std::function<void()> wait_hup = [&] {
     hup.async_wait([&](boost::system::error_code ec, int) {
       if (ec) return;
-      sd_notify(0, "RELOADING=1");
-      (void)(*agent)->reload_policy();
-      sd_notify(0, "READY=1");
+      notify::reloading("reloading the policy");
+      auto r = (*agent)->reload_policy();
+      notify::ready(r.ok()
+                        ? (*agent)->status_line()
+                        : "policy NOT reloaded (the last good one stays): " + r.error().message());
       wait_hup();
     });
   };
   wait_hup();
   ::signal(SIGPIPE, SIG_IGN);
-  sd_notifyf(0, "READY=1\nSTATUS=agent %s serving on %s", (*agent)->agent_id().c_str(),
-             (*agent)->socket_path().c_str());
   io.run();
   return 0;
 }

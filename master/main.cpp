@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "corral/common/log.hpp"
+#include "corral/common/sd_notify.hpp"
 #include "corral/common/version.hpp"
 #include "corral/master/master.hpp"
 
@@ -66,13 +67,21 @@ int main(int argc, char** argv) {
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     log::notice(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
-    sd_notify(0, "STOPPING=1");
+    notify::stopping("stopping");
     (*master)->stop([&io] { io.stop(); });
   });
+  log::set_process_field("CORRAL_MASTER_ID", (*master)->master_id());
+  if (config.dbus) {
+    if (auto d = (*master)->start_dbus(); !d.ok())
+      log::notice("D-Bus API off: " + d.error().message());
+  } else {
+    log::info("D-Bus API off (dbus = false)");
+  }
+  notify::Heartbeat heartbeat(io, [&] { return "serving on " + (*master)->address(); });
   std::printf("corral-master %s listening on %s (state in %s)\n", kVersion,
               (*master)->address().c_str(), config.work_dir.c_str());
   std::fflush(stdout);
-  sd_notifyf(0, "READY=1\nSTATUS=serving on %s", (*master)->address().c_str());
+  notify::ready("serving on " + (*master)->address());
   io.run();
   return 0;
 }

@@ -25,6 +25,7 @@
 #include "corral/common/metrics.hpp"
 #include "corral/common/proto_json.hpp"
 #include "corral/common/recordio.hpp"
+#include "corral/common/sd_notify.hpp"
 #include "corral/common/version.hpp"
 #include "corral/isolator/cgroup.hpp"
 #include "corral/isolator/policy.hpp"
@@ -439,6 +440,13 @@ Result<void> AgentImpl::recover(const CheckpointContents& contents) {
   }
   for (const auto& [path, finished] : contents.gc) gc_[path] = finished;
 
+  log::set_process_field("CORRAL_AGENT_ID", agent_id_);
+  if (!contents.tasks.empty()) {
+    // systemd: say what takes the time, and ask for more of it when there is much to adopt.
+    notify::status("recovering " + std::to_string(contents.tasks.size()) + " tasks");
+    notify::extend_timeout(std::chrono::seconds(30) +
+                           std::chrono::milliseconds(20) * contents.tasks.size());
+  }
   std::vector<std::pair<std::string, nlohmann::json>> native_cps, docker_cps;
   for (const auto& [id, text] : contents.tasks) {
     auto rec = TaskRecord::from_json(text);
@@ -696,7 +704,8 @@ void AgentImpl::kill_task(const std::string& framework_id, const std::string& ta
   auto* t = find(framework_id, task_id);
   if (!t) {
     log::info("KILL_TASK for unknown task " + task_id + " of framework " + framework_id +
-              " (already gone)");
+                  " (already gone)",
+              {{"CORRAL_TASK_ID", task_id}, {"CORRAL_FRAMEWORK_ID", framework_id}});
     return;
   }
   kill(*t, grace);
@@ -774,11 +783,13 @@ void AgentImpl::update(TaskRecord& t, TaskState state, TaskStatus::Source source
     t.finished_at = now_seconds();
     notify_waiters(t);
   }
-  log::info(
-      "task " + t.info.task_id().value() + " (framework " + t.framework.id().value() +
-          "): " + v1::TaskState_Name(state) + (message.empty() ? "" : ": " + message),
-      {{"CORRAL_TASK_ID", t.info.task_id().value()}, {"CORRAL_CONTAINER_ID", t.container_id}});
+  log::info("task " + t.info.task_id().value() + " (framework " + t.framework.id().value() +
+                "): " + v1::TaskState_Name(state) + (message.empty() ? "" : ": " + message),
+            {{"CORRAL_TASK_ID", t.info.task_id().value()},
+             {"CORRAL_FRAMEWORK_ID", t.framework.id().value()},
+             {"CORRAL_CONTAINER_ID", t.container_id}});
   persist(t);
+  if (on_task_state_) on_task_state_(t, *s);
 }
 
 void AgentImpl::persist(TaskRecord& t) {

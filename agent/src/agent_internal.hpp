@@ -199,6 +199,11 @@ class AgentImpl {
   // WAIT_CONTAINER callers, by container id
   std::map<std::string, std::vector<std::shared_ptr<http::Exchange>>> waiters_;
 
+  // systemd/D-Bus (dbus_glue.cpp): told of every status update (TaskStateChanged); the glue is
+  // destroyed first (declared last).
+  std::function<void(const TaskRecord&, const v1::TaskStatus&)> on_task_state_;
+  std::shared_ptr<class DbusGlue> dbus_;
+
  private:
   Result<void> open_native();
   Result<void> recover(const CheckpointContents& contents);

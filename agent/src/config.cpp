@@ -43,6 +43,8 @@ Result<AgentConfig> read(ConfigFile file) {
   root.get("launcher_path", &c.launcher_path);
   root.get_enum("cgroup_backend", &c.cgroup_backend, {"auto", "systemd", "cgroupfs", "none"});
   root.get_enum("log_level", &c.log_level, {"debug", "info", "notice", "warning", "error"});
+  root.get("dbus", &c.dbus);
+  root.get_enum("discovery", &c.discovery, {"avahi", "none"});
 
   ConfigTable res = root.table("resources");
   double cpus = 0;

@@ -257,8 +257,10 @@ void AgentImpl::start_health_checks(TaskRecord& t) {
                 !task->health_killed) {
               task->health_killed = true;
               log::warning("task " + task->info.task_id().value() + " failed " +
-                           std::to_string(task->health_failures) +
-                           " health checks in a row: killing it");
+                               std::to_string(task->health_failures) +
+                               " health checks in a row: killing it",
+                           {{"CORRAL_TASK_ID", task->info.task_id().value()},
+                            {"CORRAL_FRAMEWORK_ID", task->framework.id().value()}});
               kill(*task, std::nullopt);
               return;
             }

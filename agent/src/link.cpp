@@ -197,8 +197,9 @@ void AgentImpl::handle_event(const internal::AgentEvent& ev) {
       const auto& rt = ev.run_task();
       auto r = run_task(rt.framework(), rt.task(), false);
       if (!r) {
-        log::warning("RUN_TASK " + rt.task().task_id().value() +
-                     " refused: " + r.error().message());
+        log::warning("RUN_TASK " + rt.task().task_id().value() + " refused: " + r.error().message(),
+                     {{"CORRAL_TASK_ID", rt.task().task_id().value()},
+                      {"CORRAL_FRAMEWORK_ID", rt.framework().id().value()}});
         if (r.error().code() != EEXIST) {
           // Report it as the task's own failure (unless it would clash with a live task).
           v1::FrameworkInfo f = rt.framework();

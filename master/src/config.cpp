@@ -25,6 +25,8 @@ Result<MasterConfig> read(ConfigFile file) {
   }
   root.get("cluster", &cfg.cluster);
   root.get_enum("log_level", &cfg.log_level, {"debug", "info", "notice", "warning", "error"});
+  root.get("dbus", &cfg.dbus);
+  root.get("publish", &cfg.publish);
   ConfigTable http = root.table("http");
   http.get_bytes("max_request_body", &cfg.max_request_body);
   http.get_duration("idle_timeout", &cfg.idle_timeout);

@@ -110,6 +110,7 @@ class MasterImpl {
 
  private:
   friend class Master;
+  friend class MasterDbusGlue;  // dbus_glue.cpp: org.corral.Master1 reads the registry
   // --- master.cpp
   http::Router routes();
   void tick();

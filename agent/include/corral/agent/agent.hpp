@@ -48,6 +48,15 @@ class Agent {
   // SIGHUP: reloads policy files; a broken file keeps the last good policy (error returned).
   Result<void> reload_policy();
 
+  // org.corral.Agent1 on the system bus (agent/src/dbus_glue.cpp, docs/dbus.md). An error says
+  // why (no system bus, name taken, policy); the agent runs on without it.
+  Result<void> start_dbus();
+  // For systemd's STATUS=: "registered with master http://m:5050 as <id>, 12 tasks".
+  std::string status_line() const;
+  // "standalone", "connecting", "registered", "draining" or "stopping".
+  std::string state() const;
+  size_t task_count() const;  // tasks not yet terminal
+
   std::string agent_id() const;
   std::string tcp_address() const;  // "127.0.0.1:PORT", empty when not listening on TCP
   std::string socket_path() const;

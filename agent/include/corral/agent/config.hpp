@@ -44,6 +44,11 @@ struct AgentConfig {
   std::string launcher_path;            // default: beside corral-agent, then /usr/lib/corral
   std::string cgroup_backend = "auto";  // auto | systemd | cgroupfs | none
   std::string log_level = "info";
+  // org.corral.Agent1 on the system bus (docs/dbus.md); false turns the D-Bus API off.
+  bool dbus = true;
+  // With no master address: "avahi" looks for `_corral-master._tcp` through avahi-daemon's D-Bus
+  // API and follows it (docs/dbus.md); "none" stays standalone. A static master always wins.
+  std::string discovery = "avahi";
 
   ResourceOverrides resources;
   std::map<std::string, std::string> attributes;  // [attributes] rack = "r1"

@@ -21,6 +21,10 @@ struct MasterConfig {
   // Cluster name shown by the API and the CLI.
   std::string cluster = "corral";
   std::string log_level = "info";
+  // org.corral.Master1 on the system bus (docs/dbus.md); false turns the D-Bus API off.
+  bool dbus = true;
+  // Publish `_corral-master._tcp` through Avahi (needs dbus; docs/dbus.md).
+  bool publish = true;
   // Largest request body the API accepts.
   uint64_t max_request_body = 8 << 20;
   std::chrono::milliseconds idle_timeout{60'000};

@@ -34,10 +34,14 @@ class Master {
   int64_t start_count() const;
   // "http://127.0.0.1:5050" (with the real port when configured with port 0), or "unix:/path".
   std::string address() const;
+  // org.corral.Master1 on the system bus (master/src/dbus_glue.cpp, docs/dbus.md). An error
+  // says why (no system bus, name taken, policy); the master runs on without it.
+  Result<void> start_dbus();
 
  private:
   explicit Master(std::unique_ptr<MasterImpl> impl);
   std::unique_ptr<MasterImpl> impl_;
+  std::shared_ptr<void> dbus_;  // destroyed before impl_
 };
 
 }  // namespace corral::master
