@@ -420,6 +420,10 @@ Result<void> AgentImpl::open_native() {
     o.images = std::shared_ptr<image::ImageStore>(std::move(*store));
     o.pull.insecure_registries = config_.insecure_registries;
     o.pull.credentials_file = config_.registry_credentials;
+    o.pull.ca_bundle = config_.registry_ca_file;
+    for (const auto& [registry, file] : config_.registry_ca_files) {
+      o.pull.registry_ca_files[registry] = file;
+    }
   }
 #endif
   CORRAL_ASSIGN_OR_RETURN(native_, native::open_native_containerizer(std::move(o)));

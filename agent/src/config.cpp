@@ -105,6 +105,8 @@ Result<AgentConfig> read(ConfigFile file) {
   absolute_path(images, "store", &c.image_store);
   images.get("insecure_registries", &c.insecure_registries);
   absolute_path(images, "credentials", &c.registry_credentials);
+  absolute_path(images, "ca_file", &c.registry_ca_file);
+  images.get_string_map("ca_files", &c.registry_ca_files);
   ConfigTable link = root.table("master_link");
   link.get_duration("backoff_min", &c.backoff_min);
   link.get_duration("backoff_max", &c.backoff_max);

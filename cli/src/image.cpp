@@ -120,7 +120,9 @@ class ImageCommandImpl : public ImageCommand {
                       "HOST:PORT reached over plain HTTP (repeatable)");
     pull_->add_option("--credentials", credentials_,
                       "registry credentials (docker config.json format)");
-    pull_->add_option("--ca-bundle", ca_bundle_, "PEM file of the registries' CAs");
+    pull_->add_option("--ca-file,--ca-bundle", ca_bundle_,
+                      "PEM file of the CAs that sign the registry's TLS certificate (default: "
+                      "the system's CA store)");
     pull_->add_option("--platform", platform_, "OS/ARCH[/VARIANT] (default linux/amd64)");
     pull_->add_flag("-q,--quiet", quiet_, "no progress, only the image id");
     cmd_->add_flag("--no-sync", no_sync_,

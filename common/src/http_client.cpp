@@ -1,21 +1,28 @@
 // HTTP/1.1 client: one operation object per request or stream, driven by completion handlers on
 // the io_context. Connections use asio's generic stream protocol, so TCP and unix sockets share
-// all code past connect().
+// all code past connect(). TLS wraps that socket in an asio::ssl::stream after connect; every
+// read and write goes through with_stream(), which picks the TLS stream or the plain socket.
 
 #include "corral/common/http_client.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <cerrno>
 #include <limits>
 #include <optional>
+#include <system_error>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -23,6 +30,9 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "corral/common/log.hpp"
 
@@ -50,6 +60,9 @@ Error to_error(const error_code& ec, const std::string& what) {
   if (ec == asio::error::operation_aborted) {
     return Error(ECANCELED, what + ": cancelled");
   }
+  if (ec == asio::ssl::error::stream_truncated) {
+    return Error(ECONNRESET, what + ": the server closed the TLS connection early");
+  }
   if (ec.category() == boost::system::system_category() ||
       ec.category() == boost::system::generic_category()) {
     return Error(ec.value(), what + ": " + ec.message());
@@ -66,12 +79,102 @@ Error to_error(const error_code& ec, const std::string& what) {
 bool is_stale_connection_error(const error_code& ec) {
   return ec == asio::error::eof || ec == bhttp::error::end_of_stream ||
          ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-         ec == bhttp::error::partial_message;
+         ec == bhttp::error::partial_message || ec == asio::ssl::error::stream_truncated;
+}
+
+bool is_ip_literal(const std::string& host) {
+  error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// The TLS context of one client: TLS >= 1.2, peer verification against the system store or
+// the configured CA file. Its errors are reported by every request (the constructor of the
+// client cannot return them).
+Result<std::shared_ptr<asio::ssl::context>> make_tls_context(const TlsOptions& tls) {
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1);
+  if (SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION) != 1) {
+    return Error(EPROTO, "TLS: cannot require TLS 1.2 or newer");
+  }
+  context->set_verify_mode(asio::ssl::verify_peer);
+  error_code ec;
+  if (tls.ca_file.empty()) {
+    context->set_default_verify_paths(ec);
+    if (ec) {
+      return Error(EPROTO, "TLS: cannot load the system's CA certificates: " + ec.message());
+    }
+  } else {
+    if (::access(tls.ca_file.c_str(), R_OK) != 0) {
+      const int err = errno;
+      return Error(err, "TLS: cannot read the CA file " + tls.ca_file + " (" +
+                            std::generic_category().message(err) +
+                            "); give a PEM file of CA "
+                            "certificates (" +
+                            tls.ca_file_hint + ")");
+    }
+    context->load_verify_file(tls.ca_file, ec);
+    if (ec) {
+      return Error(EINVAL, "TLS: the CA file " + tls.ca_file +
+                               " holds no usable PEM certificate (" + ec.message() +
+                               "); give a "
+                               "PEM file of CA certificates (" +
+                               tls.ca_file_hint + ")");
+    }
+  }
+  return context;
+}
+
+// Why a TLS handshake with `who` failed, in words a user can act on.
+Error tls_handshake_error(SSL* ssl, const error_code& ec, const std::string& who,
+                          const std::string& name, const TlsOptions& tls) {
+  const long verify = SSL_get_verify_result(ssl);  // NOLINT(google-runtime-int): OpenSSL's type
+  const std::string reason = X509_verify_cert_error_string(verify);
+  switch (verify) {
+    case X509_V_OK:
+      break;
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
+      return Error(EACCES, "TLS: the certificate of " + who + " is not valid for '" + name +
+                               "' (hostname mismatch); connect with a name the certificate lists "
+                               "(its subjectAltName), or reissue the certificate for '" +
+                               name + "'");
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_UNTRUSTED:
+      return Error(EACCES, "TLS: the certificate of " + who + " is not trusted (" + reason + ")" +
+                               (tls.ca_file.empty() ? " by the system's CA store"
+                                                    : " by the CA file " + tls.ca_file) +
+                               "; give the PEM file of the CA that signed it with " +
+                               tls.ca_file_hint);
+    default:
+      return Error(EACCES, "TLS: the certificate of " + who + " failed verification: " + reason);
+  }
+  std::string detail = ec.message();
+  if (ec.category() == asio::error::get_ssl_category()) {
+    char buffer[256] = {};
+    ERR_error_string_n(static_cast<unsigned long>(ec.value()), buffer,  // NOLINT
+                       sizeof buffer);
+    detail = buffer;
+  }
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+      ec == asio::error::connection_reset) {
+    detail = "the server closed the connection";
+  }
+  return Error(EPROTO, "TLS handshake with " + who + " failed: " + detail +
+                           " (does the server speak TLS 1.2 or newer on this port?)");
 }
 
 }  // namespace
 
 namespace detail {
+
+using TlsStream = asio::ssl::stream<asio::generic::stream_protocol::socket&>;
 
 struct ClientConnection {
   explicit ClientConnection(asio::io_context& io) : socket(io) {}
@@ -86,7 +189,19 @@ struct ClientConnection {
   asio::generic::stream_protocol::socket socket;
   std::optional<asio::ip::tcp::resolver> resolver;
   boost::beast::flat_buffer buffer;
+  // Over `socket` once the TLS handshake is done (declared after it: destroyed first).
+  std::unique_ptr<TlsStream> tls;
 };
+
+// Calls f(stream) with the connection's TLS stream, or its socket for plain HTTP.
+template <typename F>
+void with_stream(ClientConnection& connection, F&& f) {
+  if (connection.tls) {
+    f(*connection.tls);
+  } else {
+    f(connection.socket);
+  }
+}
 
 class Operation {
  public:
@@ -99,6 +214,17 @@ class ClientState : public std::enable_shared_from_this<ClientState> {
   ClientState(asio::io_context& io_, Endpoint server_, ClientOptions options_)
       : io(io_), server(std::move(server_)), options(std::move(options_)) {
     host_header = server.kind == Endpoint::Kind::kUnix ? "localhost" : server.to_string();
+    if (options.tls.enabled) {
+      tls_name = options.tls.server_name.empty() ? server.host : options.tls.server_name;
+      if (server.kind == Endpoint::Kind::kUnix) {
+        tls_error =
+            Error(EINVAL, "TLS is not supported over a unix socket (" + server.to_string() + ")");
+      } else if (auto context = make_tls_context(options.tls); context.ok()) {
+        tls_context = std::move(*context);
+      } else {
+        tls_error = std::move(context).error();
+      }
+    }
   }
 
   std::shared_ptr<ClientConnection> take_idle() {
@@ -134,6 +260,9 @@ class ClientState : public std::enable_shared_from_this<ClientState> {
   const Endpoint server;
   const ClientOptions options;
   std::string host_header;
+  std::shared_ptr<asio::ssl::context> tls_context;  // set when TLS is on and usable
+  std::optional<Error> tls_error;                   // TLS is on but unusable: why
+  std::string tls_name;                             // the name the certificate must carry
   bool closed = false;
   std::vector<std::shared_ptr<ClientConnection>> idle;
   std::unordered_map<Operation*, std::weak_ptr<Operation>> in_flight;
@@ -201,6 +330,10 @@ class Connector : public std::enable_shared_from_this<Connector> {
           error_code ignored;
           self->connection_->socket.set_option(asio::ip::tcp::no_delay(true), ignored);
         }
+        if (self->state_->tls_context) {
+          self->handshake();
+          return;
+        }
         self->done_(ok());
         return;
       }
@@ -211,6 +344,40 @@ class Connector : public std::enable_shared_from_this<Connector> {
       }
       self->try_next();
     });
+  }
+
+  void handshake() {
+    auto& connection = *connection_;
+    connection.tls = std::make_unique<TlsStream>(connection.socket, *state_->tls_context);
+    SSL* ssl = connection.tls->native_handle();
+    const std::string& name = state_->tls_name;
+    const bool ip = is_ip_literal(name);
+    // SNI carries names only (RFC 6066); the certificate is checked against the name or the
+    // address.
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    if ((!ip && SSL_set_tlsext_host_name(ssl, name.c_str()) != 1) ||
+        (ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str())
+            : X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size())) != 1) {
+      done_(Error(EINVAL, "TLS: '" + name + "' cannot be used as the server name"));
+      return;
+    }
+    if (!ip) {
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    connection.tls->async_handshake(
+        asio::ssl::stream_base::client, [self = shared_from_this()](const error_code& hec) {
+          if (!hec) {
+            self->done_(ok());
+            return;
+          }
+          if (hec == asio::error::operation_aborted) {
+            self->done_(to_error(hec, "TLS handshake with " + self->state_->server.to_string()));
+            return;
+          }
+          self->done_(tls_handshake_error(self->connection_->tls->native_handle(), hec,
+                                          self->state_->server.to_string(), self->state_->tls_name,
+                                          self->state_->options.tls));
+        });
   }
 
   std::shared_ptr<ClientState> state_;
@@ -268,6 +435,13 @@ class OperationBase : public Operation, public std::enable_shared_from_this<Deri
   }
 
   void connect(std::function<void()> next) {
+    if (state_->tls_error) {
+      // Posted: the caller expects its callback after request()/stream() returned.
+      asio::post(state_->io, [s = self(), error = *state_->tls_error] {
+        static_cast<OperationBase*>(s.get())->fail(error);
+      });
+      return;
+    }
     connection_ = std::make_shared<ClientConnection>(state_->io);
     arm(state_->options.connect_timeout,
         "could not connect within " + ms_text(state_->options.connect_timeout));
@@ -319,19 +493,20 @@ class RequestOperation final : public OperationBase<RequestOperation> {
   void send() {
     arm(state_->options.request_timeout,
         "no complete response within " + ms_text(state_->options.request_timeout));
-    bhttp::async_write(connection_->socket, request_,
-                       [s = self()](const error_code& ec, std::size_t) {
-                         if (s->finished_) {
-                           return;
-                         }
-                         if (s->timed_out_) {
-                           s->fail(s->timeout_error());
-                         } else if (ec) {
-                           s->failed_io(ec, "sending the request");
-                         } else {
-                           s->receive();
-                         }
-                       });
+    with_stream(*connection_, [this](auto& stream) {
+      bhttp::async_write(stream, request_, [s = self()](const error_code& ec, std::size_t) {
+        if (s->finished_) {
+          return;
+        }
+        if (s->timed_out_) {
+          s->fail(s->timeout_error());
+        } else if (ec) {
+          s->failed_io(ec, "sending the request");
+        } else {
+          s->receive();
+        }
+      });
+    });
   }
 
   void receive() {
@@ -349,14 +524,16 @@ class RequestOperation final : public OperationBase<RequestOperation> {
   // parser loses the body_limit error for a Content-Length over the limit. read_some keeps
   // the parser non-eager, so every error surfaces.
   void read_more() {
-    bhttp::async_read_some(connection_->socket, connection_->buffer, *parser_,
-                           [s = self()](const error_code& ec, std::size_t) {
-                             if (!ec && !s->finished_ && !s->timed_out_ && !s->parser_->is_done()) {
-                               s->read_more();
-                               return;
-                             }
-                             s->on_response(ec);
-                           });
+    with_stream(*connection_, [this](auto& stream) {
+      bhttp::async_read_some(
+          stream, connection_->buffer, *parser_, [s = self()](const error_code& ec, std::size_t) {
+            if (!ec && !s->finished_ && !s->timed_out_ && !s->parser_->is_done()) {
+              s->read_more();
+              return;
+            }
+            s->on_response(ec);
+          });
+    });
   }
 
   void on_response(const error_code& ec) {
@@ -439,19 +616,20 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
   void send() {
     arm(state_->options.request_timeout,
         "no response head within " + ms_text(state_->options.request_timeout));
-    bhttp::async_write(
-        connection_->socket, request_, [s = self()](const error_code& ec, std::size_t) {
-          if (s->finished_) {
-            return;
-          }
-          if (s->timed_out_) {
-            s->fail(s->timeout_error());
-          } else if (ec) {
-            s->fail(to_error(ec, "sending the request (" + s->state_->server.to_string() + ")"));
-          } else {
-            s->read_head();
-          }
-        });
+    with_stream(*connection_, [this](auto& stream) {
+      bhttp::async_write(stream, request_, [s = self()](const error_code& ec, std::size_t) {
+        if (s->finished_) {
+          return;
+        }
+        if (s->timed_out_) {
+          s->fail(s->timeout_error());
+        } else if (ec) {
+          s->fail(to_error(ec, "sending the request (" + s->state_->server.to_string() + ")"));
+        } else {
+          s->read_head();
+        }
+      });
+    });
   }
 
   void read_head() {
@@ -464,8 +642,10 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
     // Beast sizes each socket read by the buffer's free capacity (at least 512 bytes): without
     // room reserved, a large body arrives 512 bytes per recvfrom (and per timer re-arm).
     connection_->buffer.reserve(chunk_.size());
-    bhttp::async_read_header(connection_->socket, connection_->buffer, *parser_,
-                             [s = self()](const error_code& ec, std::size_t) { s->on_head(ec); });
+    with_stream(*connection_, [this](auto& stream) {
+      bhttp::async_read_header(stream, connection_->buffer, *parser_,
+                               [s = self()](const error_code& ec, std::size_t) { s->on_head(ec); });
+    });
   }
 
   void on_head(const error_code& ec) {
@@ -505,8 +685,10 @@ class StreamOperation final : public OperationBase<StreamOperation>, public Clie
     if (idle.count() > 0) {
       arm(idle, "no data on the stream for " + ms_text(idle));
     }
-    bhttp::async_read_some(connection_->socket, connection_->buffer, *parser_,
-                           [s = self()](const error_code& ec, std::size_t) { s->on_body(ec); });
+    with_stream(*connection_, [this](auto& stream) {
+      bhttp::async_read_some(stream, connection_->buffer, *parser_,
+                             [s = self()](const error_code& ec, std::size_t) { s->on_body(ec); });
+    });
   }
 
   void on_body(error_code ec) {
@@ -607,6 +789,20 @@ HttpClient::HttpClient(Endpoint server, ClientOptions options)
       client_(std::make_unique<AsyncHttpClient>(*io_, std::move(server), std::move(options))) {}
 
 Result<HttpClient> HttpClient::create(std::string_view address, ClientOptions options) {
+  if (address.starts_with("https://")) {
+    std::string authority(address.substr(8));
+    if (auto slash = authority.find('/'); slash != std::string::npos) {
+      authority.resize(slash);
+    }
+    const auto close = authority.rfind(']');
+    const auto colon = authority.rfind(':');
+    if (colon == std::string::npos || (close != std::string::npos && colon < close)) {
+      authority += ":443";
+    }
+    options.tls.enabled = true;
+    CORRAL_ASSIGN_OR_RETURN(Endpoint endpoint, parse_endpoint(authority));
+    return HttpClient(std::move(endpoint), std::move(options));
+  }
   CORRAL_ASSIGN_OR_RETURN(Endpoint endpoint, parse_endpoint(address));
   return HttpClient(std::move(endpoint), std::move(options));
 }

@@ -335,11 +335,26 @@ TEST(Registry, ParsesWwwAuthenticate) {
   EXPECT_EQ(parse_www_authenticate(R"(Basic realm="Registry Realm")")->scheme, "Basic");
 }
 
-TEST(Registry, RefusesTlsRegistriesItCannotReach) {
+TEST(Registry, TlsRegistryCaFileComesFromTheRegistrysEntryElseTheBundle) {
   auto ref = parse_reference("registry.example:5000/app:1");
-  auto c = RegistryClient::create(*ref, {});
-  ASSERT_FALSE(c.ok());
-  EXPECT_THAT(c.error().message(), HasSubstr("insecure registry"));
+  ASSERT_TRUE(ref.ok());
+  RegistryOptions o;
+  o.ca_bundle = "/nonexistent/all.pem";
+  auto c = RegistryClient::create(*ref, o);
+  ASSERT_TRUE(c.ok()) << c.error().to_string();
+  auto m = c->manifest("1");  // fails before connecting: the CA file is checked first
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.error().code(), ENOENT);
+  EXPECT_THAT(m.error().message(), HasSubstr("cannot read the CA file /nonexistent/all.pem"));
+  EXPECT_THAT(m.error().message(), HasSubstr("--ca-file FILE"));
+  EXPECT_THAT(m.error().message(), HasSubstr("registry.example:5000"));
+  o.registry_ca_files["registry.example:5000"] = "/nonexistent/registry.pem";
+  o.registry_ca_files["other:5000"] = "/nonexistent/other.pem";
+  c = RegistryClient::create(*ref, o);
+  ASSERT_TRUE(c.ok());
+  m = c->manifest("1");
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(m.error().message(), HasSubstr("/nonexistent/registry.pem"));
 }
 
 TEST(Store, ContainerIds) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "corral/common/fd.hpp"
 #include "corral/common/http_client.hpp"
@@ -112,10 +113,17 @@ Result<AuthChallenge> parse_www_authenticate(std::string_view header) {
   return c;
 }
 
+// How a user gives the CA that signs a registry's certificate (named in "not trusted" errors).
+constexpr const char* kCaFileHint =
+    "--ca-file FILE (corral image pull), or ca_file / [images.ca_files] \"HOST:PORT\" in "
+    "agent.toml";
+
 struct RegistryClient::State {
   Reference ref;
   RegistryOptions options;
-  std::string address;  // "http://host:port"
+  std::string address;  // "http://host:port" or "https://host:port"
+  bool insecure = false;
+  http::TlsOptions tls;  // for HTTPS: the registry's CA file (or the system store)
   std::string user, password;
   bool have_credentials = false;
   std::mutex mu;
@@ -127,11 +135,43 @@ struct RegistryClient::State {
     o.connect_timeout = std::chrono::seconds(10);
     o.body_limit = options.max_document_bytes;
     o.user_agent = "corral-image";
+    o.tls = tls;
+    o.tls.enabled = !insecure;
     return o;
   }
 
+  // A client for a URL the registry named (token realm, blob redirect). HTTPS is verified like
+  // the registry; plain HTTP is allowed only when the registry itself is insecure (a TLS
+  // registry is never downgraded through its token service or its storage).
+  Result<http::HttpClient> client_for(const Url& url, const std::string& what,
+                                      http::ClientOptions o) const {
+    if (url.scheme == "https") {
+      return http::HttpClient::create("https://" + url.authority, o);
+    }
+    if (url.scheme != "http") {
+      return Error(EPROTONOSUPPORT, what + " of registry " + ref.registry +
+                                        " has an unsupported URL scheme '" + url.scheme + "'");
+    }
+    if (!insecure) {
+      return Error(EACCES, what + " of registry " + ref.registry +
+                               " is plain HTTP while the registry uses HTTPS; refused (it "
+                               "would downgrade the connection)");
+    }
+    o.tls.enabled = false;
+    std::string authority = url.authority;
+    if (authority.find(':') == std::string::npos) authority += ":80";
+    return http::HttpClient::create(authority, o);
+  }
+
   Error http_error(const std::string& what, const Error& e) const {
-    return e.context(what + " from registry " + ref.registry);
+    Error out = e.context(what + " from registry " + ref.registry);
+    if (!insecure && e.code() == EPROTO && e.message().find("TLS handshake") != std::string::npos) {
+      return Error(EPROTO, out.message() + "; if " + ref.registry +
+                               " speaks plain HTTP, list it as an insecure registry "
+                               "(--insecure-registry " +
+                               ref.registry + ")");
+    }
+    return out;
   }
 
   // Obtains an Authorization value for the challenge in a 401 response.
@@ -161,18 +201,14 @@ struct RegistryClient::State {
     }
     auto realm = ch.params["realm"];
     CORRAL_ASSIGN_OR_RETURN(Url url, parse_url(realm));
-    if (url.scheme != "http") {
-      return Error(EPROTONOSUPPORT, "the token service " + realm + " of registry " + ref.registry +
-                                        " needs HTTPS, which Corral's HTTP client does not "
-                                        "support yet");
-    }
     std::string target = url.target;
     target += target.find('?') == std::string::npos ? "?" : "&";
     if (ch.params.count("service")) target += "service=" + url_escape(ch.params["service"]) + "&";
     std::string scope =
         ch.params.count("scope") ? ch.params["scope"] : "repository:" + ref.repository + ":pull";
     target += "scope=" + url_escape(scope);
-    CORRAL_ASSIGN_OR_RETURN(auto client, http::HttpClient::create(url.authority, client_options()));
+    CORRAL_ASSIGN_OR_RETURN(auto client,
+                            client_for(url, "the token service " + realm, client_options()));
     auto req = http::make_request(http::Verb::get, target);
     if (have_credentials) {
       req.set(http::Field::authorization, "Basic " + base64_encode(user + ":" + password));
@@ -231,16 +267,16 @@ Result<RegistryClient> RegistryClient::create(const Reference& ref,
   auto s = std::make_shared<State>();
   s->ref = ref;
   s->options = options;
-  bool insecure = std::find(options.insecure_registries.begin(), options.insecure_registries.end(),
-                            ref.registry) != options.insecure_registries.end();
-  if (!insecure) {
-    return Error(EPROTONOSUPPORT,
-                 "registry " + ref.registry +
-                     " would be reached over HTTPS, which Corral's HTTP client does not support "
-                     "yet; list it as an insecure registry (--insecure-registry " +
-                     ref.registry + ") to use plain HTTP on a trusted network");
+  s->insecure = std::find(options.insecure_registries.begin(), options.insecure_registries.end(),
+                          ref.registry) != options.insecure_registries.end();
+  s->address = (s->insecure ? "http://" : "https://") + ref.registry;
+  s->tls.ca_file_hint = kCaFileHint;
+  if (auto it = options.registry_ca_files.find(ref.registry);
+      it != options.registry_ca_files.end()) {
+    s->tls.ca_file = it->second.string();
+  } else {
+    s->tls.ca_file = options.ca_bundle.string();
   }
-  s->address = "http://" + ref.registry;
   if (!options.credentials_file.empty()) {
     auto text = read_file(options.credentials_file, 1 << 20);
     if (!text) return text.error().context("credentials file");
@@ -337,7 +373,7 @@ Result<void> RegistryClient::fetch_blob(const Descriptor& desc, const fs::path& 
   const uint64_t want = static_cast<uint64_t>(desc.size);
   UniqueFd fd(::open(dest.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) return Error::from_errno("open " + dest.string());
-  std::string address = s.address;
+  std::optional<Url> redirected;  // blob storage the registry redirected to
   std::string target = "/v2/" + s.ref.repository + "/blobs/" + desc.digest;
   bool send_auth = true;
   for (int attempt = 0; attempt < 4; ++attempt) {
@@ -367,7 +403,11 @@ Result<void> RegistryClient::fetch_blob(const Descriptor& desc, const fs::path& 
       client_options.stream_idle_timeout = std::chrono::seconds(60);
       // The client applies its body limit to streamed responses' parser too.
       client_options.body_limit = want + (1 << 20);
-      CORRAL_ASSIGN_OR_RETURN(auto client, http::HttpClient::create(address, client_options));
+      auto created = redirected ? s.client_for(*redirected, "blob storage " + redirected->authority,
+                                               client_options)
+                                : http::HttpClient::create(s.address, client_options);
+      if (!created) return created.error();
+      auto client = std::move(created).value();
       auto req = send_auth ? s.make(target) : http::make_request(http::Verb::get, target);
       if (have > 0) req.set(http::Field::range, "bytes=" + std::to_string(have) + "-");
       unsigned status = 0;
@@ -431,13 +471,8 @@ Result<void> RegistryClient::fetch_blob(const Descriptor& desc, const fs::path& 
       if ((status == 307 || status == 302 || status == 301 || status == 303 || status == 308) &&
           !location.empty()) {
         CORRAL_ASSIGN_OR_RETURN(Url url, parse_url(location));
-        if (url.scheme != "http") {
-          return Error(EPROTONOSUPPORT, "registry " + s.ref.registry + " redirects blob " +
-                                            desc.digest + " to " + url.scheme +
-                                            " storage, which is not supported yet");
-        }
-        address = "http://" + url.authority;
         target = url.target;
+        redirected = std::move(url);
         send_auth = false;  // credentials stay with the registry
         continue;
       }

@@ -782,6 +782,7 @@ Result<ImageInfo> ImageStore::pull(std::string_view reference, const PullOptions
     RegistryOptions ro;
     ro.credentials_file = options.credentials_file;
     ro.ca_bundle = options.ca_bundle;
+    ro.registry_ca_files = options.registry_ca_files;
     ro.insecure_registries = options.insecure_registries;
     ro.timeout = options.timeout;
     ro.max_document_bytes = impl_->opts.max_document_bytes;

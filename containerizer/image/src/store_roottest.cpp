@@ -71,25 +71,48 @@ uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
+// TLS and token auth of a test registry.
+struct RegistrySecurity {
+  fs::path data_dir;           // storage (default <dir>/data): share it with a plain registry
+  fs::path tls_cert, tls_key;  // serve HTTPS with these
+  fs::path ca_file;            // the CA that signed tls_cert (for the readiness check)
+  // auth: token (docker-registry checks JWTs signed by a key whose certificate chains to
+  // token_root_certs).
+  std::string token_realm, token_service, token_issuer;
+  fs::path token_root_certs;
+};
+
 // A real `docker-registry serve` on 127.0.0.1:<free port>, storing in a temp dir, logging every
 // request to a file.
 class Registry {
  public:
-  explicit Registry(const fs::path& dir, const std::string& htpasswd = "") {
+  explicit Registry(const fs::path& dir, const std::string& htpasswd = "",
+                    const RegistrySecurity& security = {}) {
     fs::create_directories(dir);
     port_ = free_port();
     address_ = "127.0.0.1:" + std::to_string(port_);
     log_ = dir / "registry.log";
     const fs::path config = dir / "registry.yml";
-    std::ofstream(config) << "version: 0.1\n"
-                          << "log:\n  level: info\n"
-                          << "storage:\n  filesystem:\n    rootdirectory: "
-                          << (dir / "data").string() << "\n  delete:\n    enabled: true\n"
-                          << "http:\n  addr: " << address_ << "\n"
-                          << (htpasswd.empty() ? ""
-                                               : "auth:\n  htpasswd:\n    realm: corral-test\n"
-                                                 "    path: " +
-                                                     htpasswd + "\n");
+    std::ofstream yml(config);
+    yml << "version: 0.1\n"
+        << "log:\n  level: info\n"
+        << "storage:\n  filesystem:\n    rootdirectory: "
+        << (security.data_dir.empty() ? dir / "data" : security.data_dir).string()
+        << "\n  delete:\n    enabled: true\n"
+        << "http:\n  addr: " << address_ << "\n";
+    if (!security.tls_cert.empty()) {
+      yml << "  tls:\n    certificate: " << security.tls_cert.string()
+          << "\n    key: " << security.tls_key.string() << "\n";
+    }
+    if (!htpasswd.empty()) {
+      yml << "auth:\n  htpasswd:\n    realm: corral-test\n    path: " << htpasswd << "\n";
+    } else if (!security.token_realm.empty()) {
+      yml << "auth:\n  token:\n    realm: " << security.token_realm
+          << "\n    service: " << security.token_service
+          << "\n    issuer: " << security.token_issuer
+          << "\n    rootcertbundle: " << security.token_root_certs.string() << "\n";
+    }
+    yml.close();
     pid_ = ::fork();
     if (pid_ == 0) {
       int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -98,7 +121,10 @@ class Registry {
       ::execlp("docker-registry", "docker-registry", "serve", config.c_str(), nullptr);
       ::_exit(127);
     }
-    auto client = http::HttpClient::create(address_);
+    http::ClientOptions client_options;
+    client_options.tls.enabled = !security.tls_cert.empty();
+    client_options.tls.ca_file = security.ca_file.string();
+    auto client = http::HttpClient::create(address_, client_options);
     for (int i = 0; i < 100; ++i) {
       auto r = client->get("/v2/");
       if (r.ok()) {
@@ -170,6 +196,62 @@ class ImageStoreTest : public ::testing::Test {
     fs::create_directories(p);
     make({"oci", p.string()});
     return p;
+  }
+  // What a task run in an image by the real corral-launcher saw.
+  struct TaskRun {
+    bool provisioned = false;
+    int code = -1;
+    std::string log, out, err;  // launcher's own output; the task's stdout and stderr
+    fs::path run_dir;
+    std::vector<fs::path> lower_dirs;
+  };
+  // The integration the native containerizer relies on: provision `ref` for `task_id`, write a
+  // SandboxSpec with an overlay rootfs and the image's Env/User/WorkingDir, exec the real
+  // corral-launcher running `/bin/sh -c script`.
+  TaskRun run_in_image(const std::string& ref, const std::string& task_id,
+                       const std::string& script) {
+    TaskRun task;
+    auto p = store_->provision(ref, task_id);
+    if (!p.ok()) {
+      task.log = p.error().to_string();
+      return task;
+    }
+    auto user = resolve_image_user(p->lower_dirs, p->config.user);
+    if (!user.ok()) {
+      task.log = user.error().to_string();
+      return task;
+    }
+    task.provisioned = true;
+    task.lower_dirs = p->lower_dirs;
+    task.run_dir = dir_->path() / ("run-" + task_id);
+    const fs::path sandbox = task.run_dir / "sandbox";
+    for (const auto& d : {sandbox, task.run_dir / "upper", task.run_dir / "work"}) {
+      fs::create_directories(d);
+    }
+    json lowers = json::array();
+    for (const auto& l : p->lower_dirs) lowers.push_back(l.string());
+    std::vector<std::string> env = p->config.env;
+    env.push_back("CORRAL_TASK_ID=" + task_id);
+    json spec = {{"argv", {"/bin/sh", "-c", script}},
+                 {"env", env},
+                 {"cwd", p->config.working_dir},
+                 {"uid", user->uid},
+                 {"gid", user->gid},
+                 {"capabilities", json::array()},
+                 {"namespaces", {{"cgroup", false}}},
+                 {"rootfs",
+                  {{"mode", "overlay"},
+                   {"lower_dirs", lowers},
+                   {"upper_dir", (task.run_dir / "upper").string()},
+                   {"work_dir", (task.run_dir / "work").string()}}},
+                 {"sandbox_dir", sandbox.string()},
+                 {"exit_status_path", (task.run_dir / "exit.json").string()}};
+    std::ofstream(task.run_dir / "spec.json") << spec.dump();
+    task.code =
+        run({CORRAL_LAUNCHER_PATH, "--spec", (task.run_dir / "spec.json").string()}, &task.log);
+    task.out = read_file(sandbox / "stdout").value_or("");
+    task.err = read_file(sandbox / "stderr").value_or("");
+    return task;
   }
   size_t count(const fs::path& dir) {
     size_t n = 0;
@@ -328,44 +410,17 @@ TEST_F(ImageStoreTest, WatermarkGcRemovesUnusedImagesLeastRecentlyUsedFirst) {
 TEST_F(ImageStoreTest, RunsATaskInTheImageThroughTheLauncher) {
   auto info = store_->import(oci_layout(), {.reference = "corral-test/busybox:run"});
   ASSERT_TRUE(info.ok()) << info.error().to_string();
-  auto p = store_->provision("corral-test/busybox:run", "task-1");
-  ASSERT_TRUE(p.ok()) << p.error().to_string();
-  auto user = resolve_image_user(p->lower_dirs, p->config.user);
-  ASSERT_TRUE(user.ok()) << user.error().to_string();
-  const fs::path run_dir = dir_->path() / "run";
-  const fs::path sandbox = run_dir / "sandbox";
-  for (const auto& d : {sandbox, run_dir / "upper", run_dir / "work"}) fs::create_directories(d);
-  json lowers = json::array();
-  for (const auto& l : p->lower_dirs) lowers.push_back(l.string());
-  std::vector<std::string> env = p->config.env;
-  env.push_back("CORRAL_TASK_ID=task-1");
   const std::string script =
       "echo motd=$(cat /etc/motd); "
       "if test -e /data/removed.txt; then echo removed=present; else echo removed=gone; fi; "
       "echo keep=$(cat /data/keep.txt); echo opaque=$(ls /opaque); "
       "echo uid=$(id -u) gid=$(id -g); echo pwd=$(pwd); echo greeting=$GREETING; "
       "echo hello=$(cat hello.txt); echo written > /home/app/new.txt && echo wrote=yes";
-  json spec = {{"argv", {"/bin/sh", "-c", script}},
-               {"env", env},
-               {"cwd", p->config.working_dir},
-               {"uid", user->uid},
-               {"gid", user->gid},
-               {"capabilities", json::array()},
-               {"namespaces", {{"cgroup", false}}},
-               {"rootfs",
-                {{"mode", "overlay"},
-                 {"lower_dirs", lowers},
-                 {"upper_dir", (run_dir / "upper").string()},
-                 {"work_dir", (run_dir / "work").string()}}},
-               {"sandbox_dir", sandbox.string()},
-               {"exit_status_path", (run_dir / "exit.json").string()}};
-  std::ofstream(run_dir / "spec.json") << spec.dump();
-  std::string out;
-  int code = run({CORRAL_LAUNCHER_PATH, "--spec", (run_dir / "spec.json").string()}, &out);
-  std::string stdout_text = read_file(sandbox / "stdout").value_or("");
-  ASSERT_EQ(code, 0) << out << "\nstdout:\n"
-                     << stdout_text << "\nstderr:\n"
-                     << read_file(sandbox / "stderr").value_or("");
+  TaskRun task = run_in_image("corral-test/busybox:run", "task-1", script);
+  ASSERT_TRUE(task.provisioned) << task.log;
+  const fs::path run_dir = task.run_dir;
+  const std::string& stdout_text = task.out;
+  ASSERT_EQ(task.code, 0) << task.log << "\nstdout:\n" << task.out << "\nstderr:\n" << task.err;
   EXPECT_THAT(stdout_text, HasSubstr("motd=hello from layer 2\n"));
   EXPECT_THAT(stdout_text, HasSubstr("removed=gone\n")) << "whiteout honoured";
   EXPECT_THAT(stdout_text, HasSubstr("keep=keep\n"));
@@ -378,7 +433,7 @@ TEST_F(ImageStoreTest, RunsATaskInTheImageThroughTheLauncher) {
   // Writes land in the task's upper dir, never in the shared layers; the overlay mount lived
   // only in the task's mount namespace.
   EXPECT_TRUE(fs::exists(run_dir / "upper/home/app/new.txt"));
-  for (const auto& l : p->lower_dirs) EXPECT_FALSE(fs::exists(l / "home/app/new.txt"));
+  for (const auto& l : task.lower_dirs) EXPECT_FALSE(fs::exists(l / "home/app/new.txt"));
   std::string mounts = read_file("/proc/self/mountinfo").value_or("");
   EXPECT_EQ(mounts.find((run_dir / "upper").string()), std::string::npos);
   ASSERT_TRUE(store_->release("task-1").ok());
@@ -572,6 +627,215 @@ TEST_F(RegistryTest, PolicyRefusesBeforeDownloading) {
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.error().message(), HasSubstr("images.max_size"));
   EXPECT_EQ(count(opts_.root / "layers"), 0u);
+}
+
+// A test PKI made with the openssl command: a CA, a server certificate for 127.0.0.1 and
+// localhost signed by it, a second CA nobody trusts, and a self-signed RSA token signer.
+struct TestPki {
+  fs::path ca, server_cert, server_key, other_ca, token_cert, token_key;
+};
+
+TestPki make_test_pki(const fs::path& dir) {
+  fs::create_directories(dir);
+  TestPki pki{dir / "ca.crt",       dir / "server.crt",       dir / "server.key",
+              dir / "other-ca.crt", dir / "token-signer.crt", dir / "token-signer.key"};
+  const fs::path ext = dir / "server.ext";
+  std::ofstream(ext) << "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
+  const std::vector<std::vector<std::string>> steps = {
+      {"openssl",
+       "req",
+       "-x509",
+       "-newkey",
+       "ec",
+       "-pkeyopt",
+       "ec_paramgen_curve:P-256",
+       "-nodes",
+       "-keyout",
+       (dir / "ca.key").string(),
+       "-out",
+       pki.ca.string(),
+       "-days",
+       "2",
+       "-subj",
+       "/CN=corral test CA",
+       "-addext",
+       "basicConstraints=critical,CA:TRUE",
+       "-addext",
+       "keyUsage=critical,keyCertSign,cRLSign"},
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", (dir / "other-ca.key").string(), "-out", pki.other_ca.string(), "-days", "2",
+       "-subj", "/CN=untrusted CA", "-addext", "basicConstraints=critical,CA:TRUE"},
+      {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", pki.server_key.string(), "-out", (dir / "server.csr").string(), "-subj",
+       "/CN=127.0.0.1"},
+      {"openssl", "x509", "-req", "-in", (dir / "server.csr").string(), "-CA", pki.ca.string(),
+       "-CAkey", (dir / "ca.key").string(), "-CAcreateserial", "-out", pki.server_cert.string(),
+       "-days", "2", "-extfile", ext.string()},
+      {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+       pki.token_key.string(), "-out", pki.token_cert.string(), "-days", "2", "-subj",
+       "/CN=corral test token signer"},
+  };
+  for (const auto& argv : steps) {
+    std::string out;
+    EXPECT_EQ(run(argv, &out), 0) << argv[1] << " " << argv[2] << ": " << out;
+  }
+  return pki;
+}
+
+// An htpasswd line for docker-registry (bcrypt).
+std::string htpasswd_line(const std::string& user, const std::string& password) {
+  std::string hash;
+  EXPECT_EQ(run({"htpasswd", "-nbB", user, password}, &hash), 0) << hash;
+  while (!hash.empty() && (hash.back() == '\n' || hash.back() == '\r')) hash.pop_back();
+  return hash + "\n";
+}
+
+class SecureRegistryTest : public RegistryTest {
+ protected:
+  void SetUp() override {
+    RegistryTest::SetUp();
+    pki_ = make_test_pki(dir_->path() / "pki");
+    data_ = dir_->path() / "registry-data";
+    // Fixtures go in through a plain registry on the same storage (skopeo need not trust
+    // the test CA); the secure registry then serves them.
+    Registry plain(dir_->path() / "plain", "", {.data_dir = data_});
+    ASSERT_TRUE(plain.ready()) << plain.log();
+    push(plain, oci_layout(), "secure");
+    repo_tag_ = "corral/busybox:secure";
+  }
+  RegistrySecurity tls() const {
+    return {.data_dir = data_,
+            .tls_cert = pki_.server_cert,
+            .tls_key = pki_.server_key,
+            .ca_file = pki_.ca};
+  }
+  fs::path credentials(const std::string& registry, const std::string& user,
+                       const std::string& password) {
+    const fs::path file = dir_->path() / "config.json";
+    std::ofstream(file)
+        << json{{"auths", {{registry, {{"username", user}, {"password", password}}}}}}.dump();
+    return file;
+  }
+  void expect_task_runs(const std::string& ref, const std::string& task_id) {
+    TaskRun task = run_in_image(ref, task_id, "echo motd=$(cat /etc/motd); echo uid=$(id -u)");
+    ASSERT_TRUE(task.provisioned) << task.log;
+    EXPECT_EQ(task.code, 0) << task.log << "\n" << task.err;
+    EXPECT_THAT(task.out, HasSubstr("motd=hello from layer 2\nuid=1000\n"));
+    EXPECT_TRUE(store_->release(task_id).ok());
+  }
+
+  TestPki pki_;
+  fs::path data_;
+  std::string repo_tag_;
+};
+
+TEST_F(SecureRegistryTest, TlsWithBasicAuthNeedsTheRightCaAndPasswordThenRunsATask) {
+  const fs::path htpasswd = dir_->path() / "htpasswd";
+  std::ofstream(htpasswd) << htpasswd_line("corral", "s3cret");
+  Registry reg(dir_->path() / "tls", htpasswd.string(), tls());
+  ASSERT_TRUE(reg.ready()) << reg.log();
+  const std::string ref = reg.address() + "/" + repo_tag_;
+  PullOptions opts;  // no insecure registries: HTTPS
+  opts.credentials_file = credentials(reg.address(), "corral", "s3cret");
+
+  // The system store does not know the test CA.
+  auto untrusted = store_->pull(ref, opts);
+  ASSERT_FALSE(untrusted.ok());
+  EXPECT_EQ(untrusted.error().code(), EACCES);
+  EXPECT_THAT(untrusted.error().message(), HasSubstr("is not trusted"));
+  EXPECT_THAT(untrusted.error().message(), HasSubstr("system's CA store"));
+  EXPECT_THAT(untrusted.error().message(), HasSubstr("--ca-file"));
+  // Another CA is not the one.
+  opts.ca_bundle = pki_.other_ca;
+  auto other = store_->pull(ref, opts);
+  ASSERT_FALSE(other.ok());
+  EXPECT_THAT(other.error().message(), HasSubstr("is not trusted"));
+  EXPECT_THAT(other.error().message(), HasSubstr(pki_.other_ca.string()));
+  // Plain HTTP to a TLS registry (listed as insecure by mistake) fails; never a success.
+  PullOptions plain = opts;
+  plain.insecure_registries = {reg.address()};
+  EXPECT_FALSE(store_->pull(ref, plain).ok());
+  // The right CA (per registry, over the bundle) and a wrong password.
+  opts.registry_ca_files[reg.address()] = pki_.ca;
+  opts.credentials_file = credentials(reg.address(), "corral", "wrong");
+  auto refused = store_->pull(ref, opts);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), EACCES);
+  EXPECT_THAT(refused.error().message(), HasSubstr("refused"));
+  EXPECT_EQ(count(opts_.root / "layers"), 0u);
+  // Right CA, right password.
+  opts.credentials_file = credentials(reg.address(), "corral", "s3cret");
+  auto info = store_->pull(ref, opts);
+  ASSERT_TRUE(info.ok()) << info.error().to_string();
+  EXPECT_EQ(info->layers.size(), 3u);
+  EXPECT_EQ(info->config.user, "app");
+  expect_task_runs(ref, "tls-task");
+}
+
+TEST_F(SecureRegistryTest, BearerTokenFromARealTokenServerOverTls) {
+  const fs::path token_dir = dir_->path() / "token";
+  fs::create_directories(token_dir);
+  const fs::path port_file = token_dir / "port";
+  const fs::path token_log = token_dir / "requests.log";
+  pid_t token_pid = ::fork();
+  if (token_pid == 0) {
+    int fd = ::open((token_dir / "server.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    const fs::path script = fs::path(CORRAL_SOURCE_DIR) / "tests/image/token-server.py";
+    ::execlp("python3", "python3", script.c_str(), "--port-file", port_file.c_str(),
+             "--signing-key", pki_.token_key.c_str(), "--signing-cert", pki_.token_cert.c_str(),
+             "--issuer", "corral-test-issuer", "--service", "corral-test-registry", "--user",
+             "corral:t0ken-pass", "--cert", pki_.server_cert.c_str(), "--key",
+             pki_.server_key.c_str(), "--log", token_log.c_str(), nullptr);
+    ::_exit(127);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{token_pid};
+  for (int i = 0; i < 100 && !fs::exists(port_file); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(fs::exists(port_file))
+      << "the token server did not start: " << read_file(token_dir / "server.log").value_or("");
+  const std::string realm = "https://127.0.0.1:" + read_file(port_file).value_or("") + "/token";
+  RegistrySecurity security = tls();
+  security.token_realm = realm;
+  security.token_service = "corral-test-registry";
+  security.token_issuer = "corral-test-issuer";
+  security.token_root_certs = pki_.token_cert;
+  Registry reg(dir_->path() / "token-registry", "", security);
+  ASSERT_TRUE(reg.ready()) << reg.log();
+  const std::string ref = reg.address() + "/" + repo_tag_;
+  PullOptions opts;
+  opts.ca_bundle = pki_.ca;  // the registry and its token service share the test CA
+
+  auto anonymous = store_->pull(ref, opts);
+  ASSERT_FALSE(anonymous.ok());
+  EXPECT_EQ(anonymous.error().code(), EACCES);
+  EXPECT_THAT(anonymous.error().message(),
+              HasSubstr("the token service " + realm + " refused access to corral/busybox"));
+  opts.credentials_file = credentials(reg.address(), "corral", "wrong");
+  auto wrong = store_->pull(ref, opts);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_THAT(wrong.error().message(), HasSubstr("HTTP 401"));
+  EXPECT_EQ(count(opts_.root / "layers"), 0u);
+
+  opts.credentials_file = credentials(reg.address(), "corral", "t0ken-pass");
+  auto info = store_->pull(ref, opts);
+  ASSERT_TRUE(info.ok()) << info.error().to_string() << "\nregistry:\n" << reg.log();
+  EXPECT_EQ(info->layers.size(), 3u);
+  // The token the pull used was issued by the token server for exactly this repository.
+  const std::string requests = read_file(token_log).value_or("");
+  EXPECT_THAT(requests, HasSubstr(R"("status": 200, "user": "corral", )"
+                                  R"("scope": "repository:corral/busybox:pull")"))
+      << requests;
+  expect_task_runs(ref, "token-task");
 }
 
 }  // namespace

@@ -67,6 +67,8 @@ struct AgentConfig {
   std::filesystem::path image_store;             // default /var/lib/corral/images
   std::vector<std::string> insecure_registries;  // "host:port" reached over plain HTTP
   std::filesystem::path registry_credentials;    // Docker config.json style auths
+  std::filesystem::path registry_ca_file;        // PEM CAs of TLS registries (else system)
+  std::map<std::string, std::string> registry_ca_files;  // [images.ca_files] "host:port" = PEM
   // [master_link]
   std::chrono::milliseconds backoff_min{1'000};
   std::chrono::milliseconds backoff_max{60'000};

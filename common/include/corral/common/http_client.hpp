@@ -1,5 +1,5 @@
 #pragma once
-// Corral's HTTP/1.1 client (Boost.Beast) for TCP and unix sockets.
+// Corral's HTTP/1.1 client (Boost.Beast) for TCP and unix sockets, optionally over TLS.
 //
 //   AsyncHttpClient  for daemons: runs on the daemon's io_context, callbacks on that io_context.
 //   HttpClient       blocking, for the CLI and tests: owns a private io_context.
@@ -9,6 +9,11 @@
 // Errors come back as values: ECONNREFUSED, ENOENT (no unix socket), ETIMEDOUT, EMSGSIZE (a
 // limit), ECONNRESET (closed early), EPROTO (not HTTP), ECANCELED. An HTTP error status
 // (4xx/5xx) is not an Error: it is a Response like any other.
+// TLS (ClientOptions::tls, or an "https://" address): TLS 1.2 or newer, the server certificate
+// verified against the system store or a CA file, and against the host name (SNI is sent for
+// names). TLS errors: EACCES for a certificate that fails verification (not trusted, hostname
+// mismatch, expired; the message says which and how to fix it), EPROTO for a failed handshake
+// (e.g. the server does not speak TLS on that port), EINVAL/ENOENT for an unusable CA file.
 // See docs/api/http.md.
 
 #include <chrono>
@@ -26,6 +31,17 @@
 
 namespace corral::http {
 
+struct TlsOptions {
+  bool enabled = false;
+  // PEM file of the CA certificates to trust. Empty: the system store (/etc/ssl/certs).
+  std::string ca_file;
+  // The name the certificate must carry (and the SNI sent). Empty: the endpoint's host (a name
+  // or an IP address literal).
+  std::string server_name;
+  // How the user sets ca_file, named in the "not trusted" error (e.g. "--ca-file FILE").
+  std::string ca_file_hint = "a CA bundle file";
+};
+
 struct ClientOptions {
   // Resolving the host and establishing the connection.
   std::chrono::milliseconds connect_timeout{5'000};
@@ -41,6 +57,8 @@ struct ClientOptions {
   // Keep-alive connections kept open for reuse.
   std::size_t max_idle_connections = 4;
   std::string user_agent = "corral";
+  // HTTPS. Not for unix sockets.
+  TlsOptions tls;
 };
 
 // Callbacks for a streamed response. on_head gets the status and headers (empty body) once;
@@ -95,7 +113,8 @@ class AsyncHttpClient {
 class HttpClient {
  public:
   explicit HttpClient(Endpoint server, ClientOptions options = {});
-  // Parses "http://host:port", "host:port" or "unix:/path".
+  // Parses "http://host:port", "host:port", "unix:/path", or "https://host[:port]" (which turns
+  // on options.tls; the port defaults to 443).
   static Result<HttpClient> create(std::string_view address, ClientOptions options = {});
   ~HttpClient();
   HttpClient(HttpClient&&) noexcept;

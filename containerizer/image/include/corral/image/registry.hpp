@@ -5,9 +5,10 @@
 // realm a 401's WWW-Authenticate names. Thread-safe: each call uses its own connection; the
 // bearer token is shared.
 //
-// Transport: plain HTTP for registries listed as insecure. HTTPS is not implemented yet in
-// Corral's HTTP client, so a registry not listed as insecure is refused with a message saying
-// so (rather than silently downgraded).
+// Transport: HTTPS (TLS >= 1.2, the certificate verified against the registry's CA file, else
+// ca_bundle, else the system store, and against the registry's host name). Plain HTTP only
+// for registries listed as insecure; never a silent downgrade: a TLS registry's token service
+// and blob redirects must be HTTPS too.
 
 #include <chrono>
 #include <cstdint>
@@ -26,7 +27,9 @@ namespace corral::image {
 
 struct RegistryOptions {
   std::filesystem::path credentials_file;  // docker config.json style; empty: anonymous
-  std::filesystem::path ca_bundle;
+  std::filesystem::path ca_bundle;         // PEM CAs for every TLS registry; empty: system store
+  // Per registry "host:port" -> PEM CA file (overrides ca_bundle for that registry).
+  std::map<std::string, std::filesystem::path> registry_ca_files;
   std::vector<std::string> insecure_registries;  // "host:port" reached over plain HTTP
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
   uint64_t max_document_bytes = 4 << 20;

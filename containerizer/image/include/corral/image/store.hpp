@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -106,6 +107,8 @@ struct PullOptions {
   std::filesystem::path credentials_file;
   // PEM bundle of the CAs that sign the registries' certificates (TLS registries).
   std::filesystem::path ca_bundle;
+  // Per registry ("host:port") CA files; they override ca_bundle for that registry.
+  std::map<std::string, std::filesystem::path> registry_ca_files;
   // Registries ("host:port") reached over plain HTTP instead of HTTPS (tests, local mirrors).
   std::vector<std::string> insecure_registries;
   Platform platform;  // which variant of a multi-platform image
