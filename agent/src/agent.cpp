@@ -82,21 +82,6 @@ Result<void> check_id(std::string_view what, const std::string& id) {
   return {};
 }
 
-bool is_terminal(TaskState s) {
-  switch (s) {
-    case v1::TASK_FINISHED:
-    case v1::TASK_FAILED:
-    case v1::TASK_KILLED:
-    case v1::TASK_ERROR:
-    case v1::TASK_LOST:
-    case v1::TASK_DROPPED:
-    case v1::TASK_GONE:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 Result<isolator::TaskRequest> policy_request_for(const v1::FrameworkInfo& framework,
@@ -903,7 +888,7 @@ void AgentImpl::send_update(TaskRecord& t) {
   t.retry_at = std::chrono::steady_clock::now() + t.retry_backoff;
   if (resend) ++metrics_.status_update_retries;
   ++metrics_.status_updates_sent;
-  post_call(call, [](const Result<http::Response>&) {});
+  post_update(std::move(call));
   // Retry if no ACKNOWLEDGE arrives in time.
   auto timer = std::make_shared<asio::steady_timer>(io_, t.retry_backoff);
   std::string id = t.container_id, uuid = front.uuid();

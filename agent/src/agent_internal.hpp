@@ -17,6 +17,7 @@
 #include "corral/common/fd.hpp"
 #include "corral/common/http_client.hpp"
 #include "corral/common/http_server.hpp"
+#include "corral/common/task_state.hpp"
 #include "corral/isolator/policy.hpp"
 #include "corral/v1/agent.pb.h"
 #include "corral/v1/internal.pb.h"
@@ -31,7 +32,6 @@ std::string random_bytes(size_t n);
 std::string random_hex(size_t bytes);
 double now_seconds();
 Result<void> check_id(std::string_view what, const std::string& id);
-bool is_terminal(v1::TaskState s);
 Result<isolator::TaskRequest> policy_request_for(const v1::FrameworkInfo& framework,
                                                  const v1::TaskInfo& task);
 
@@ -127,9 +127,20 @@ class AgentImpl {
   void connect_master();
   void post_call(const internal::AgentCall& call,
                  std::function<void(const Result<http::Response>&)> done);
+  // STATUS_UPDATE calls go through a queue with at most kMaxUpdatesInFlight requests open at a
+  // time, on reused keep-alive connections (a burst of thousands of updates would otherwise
+  // open a connection each).
+  void post_update(internal::AgentCall call);
+  void send_queued_updates();
+  static constexpr int kMaxUpdatesInFlight = 16;
 
   // api.cpp
   Result<void> start_api();
+  // Reads api_token_file (docs/agent.md, "Agent API"): the SHA-256 of the token is kept.
+  Result<void> load_api_token();
+  // A 401 for a TCP request without the right "Authorization: Bearer" token; nullopt when the
+  // request may change the agent.
+  std::optional<http::Response> unauthorized(const http::Request& req) const;
   void api_call(const std::shared_ptr<http::Exchange>& ex, const v1::agent::Call& call, bool full);
   void stream_log(const std::shared_ptr<http::Exchange>& ex);
 
@@ -191,10 +202,14 @@ class AgentImpl {
   double master_connected_since_ = 0;
   std::string master_id_;
   std::string link_error_;
+  std::deque<internal::AgentCall> update_queue_;
+  int updates_in_flight_ = 0;
+  uint64_t link_generation_ = 0;  // bumped when the call client is replaced
 
   // APIs
   std::unique_ptr<http::Server> unix_server_;
   std::unique_ptr<http::Server> tcp_server_;
+  std::string api_token_sha256_;  // empty: no token, the TCP API is read-only
   boost::asio::steady_timer gc_timer_;
   // WAIT_CONTAINER callers, by container id
   std::map<std::string, std::vector<std::shared_ptr<http::Exchange>>> waiters_;

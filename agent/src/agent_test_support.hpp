@@ -11,6 +11,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -28,6 +29,15 @@ namespace corral::agent::agent_testing {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 namespace internal = corral::v1::internal;
+
+// Set by the guest group agent-lifecycle (tests/vm/groups/agent-lifecycle.sh): the tests run in
+// the qemu guest with systemd and cgroup v2, so the agent requires cgroups (no require_v2 =
+// false) and, the guest being emulated (TCG), every wait is five times longer.
+inline bool in_guest() {
+  const char* v = std::getenv("CORRAL_AGENT_TEST_IN_GUEST");
+  return v && std::string(v) == "1";
+}
+inline std::chrono::seconds patience(std::chrono::seconds s) { return in_guest() ? s * 5 : s; }
 
 // ---- an in-test master ----------------------------------------------------------------------
 class FakeMaster {
@@ -170,7 +180,7 @@ class AgentProcess {
       ::execv(argv[0], argv.data());
       _exit(127);
     }
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 200 * (in_guest() ? 5 : 1); ++i) {
       auto c = client();
       if (c && c->get("/health")) return;
       std::this_thread::sleep_for(50ms);
@@ -223,7 +233,7 @@ class AgentProcess {
   }
   std::optional<v1::Task> wait_state(const std::string& id, std::set<v1::TaskState> states,
                                      std::chrono::seconds timeout = 60s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto deadline = std::chrono::steady_clock::now() + patience(timeout);
     while (std::chrono::steady_clock::now() < deadline) {
       auto t = task(id);
       if (t && states.count(t->state())) return t;

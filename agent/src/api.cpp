@@ -1,11 +1,18 @@
 // The agent HTTP API (docs/agent.md): the Mesos v1 agent API calls at POST /api/v1, plus
-// Corral's own endpoints under /corral/v1. The unix socket serves everything; TCP serves only
-// calls that read (state, containers, files, logs, metrics) until authentication exists.
+// Corral's own endpoints under /corral/v1. The unix socket serves everything (access by the
+// socket file's permissions); TCP serves the calls that read (state, containers, files, logs,
+// metrics) to anyone who can connect, and the calls that change the agent only to requests
+// carrying the bearer token of api_token_file (without one configured, TCP is read-only).
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
 
 #include "agent_internal.hpp"
 #include "corral/common/fd.hpp"
@@ -42,10 +49,108 @@ std::string query_param(std::string_view target, std::string_view key) {
   return {};
 }
 
+std::string sha256(std::string_view data) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  ::SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
+  return std::string(reinterpret_cast<const char*>(md), sizeof md);
+}
+
+constexpr size_t kMinTokenLength = 16;
+constexpr size_t kMaxTokenLength = 4096;
+
 }  // namespace
 
+Result<void> AgentImpl::load_api_token() {
+  const std::string path = config_.api_token_file.string();
+  if (path.empty()) return {};
+  const std::string fix = " (create it with: umask 077; openssl rand -hex 32 > " + path +
+                          "; or remove api_token_file from agent.toml to keep the TCP API "
+                          "read-only)";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    int err = errno;
+    return Error(err, "cannot read api_token_file " + path + ": " + std::strerror(err) + fix);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return Error(EINVAL, "api_token_file " + path + " is not a regular file" + fix);
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
+    return Error(EPERM, "api_token_file " + path +
+                            " is readable or writable by other users (mode " + mode +
+                            "); run: chmod 600 " + path);
+  }
+  if (st.st_size > static_cast<off_t>(kMaxTokenLength) + 2)
+    return Error(EINVAL, "api_token_file " + path +
+                             " is larger than 4 KiB: it must hold one "
+                             "line, the token" +
+                             fix);
+  std::string token(static_cast<size_t>(st.st_size), '\0');
+  ssize_t got = ::pread(fd.get(), token.data(), token.size(), 0);
+  token.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  if (token.size() < kMinTokenLength)
+    return Error(EINVAL,
+                 "the token in api_token_file " + path + " is shorter than 16 characters" + fix);
+  for (unsigned char c : token) {
+    if (c <= 0x20 || c >= 0x7f)
+      return Error(EINVAL, "the token in api_token_file " + path +
+                               " holds a space or a control character (one line of printable "
+                               "ASCII is expected)" +
+                               fix);
+  }
+  api_token_sha256_ = sha256(token);
+  return {};
+}
+
+std::optional<http::Response> AgentImpl::unauthorized(const http::Request& req) const {
+  auto deny = [&](const std::string& message, const char* error) {
+    auto r = http::error_response(Status::unauthorized, message);
+    std::string challenge = "Bearer realm=\"corral-agent\"";
+    if (error) challenge += std::string(", error=\"") + error + "\"";
+    r.set(http::Field::www_authenticate, challenge);
+    return r;
+  };
+  const std::string how = "send \"Authorization: Bearer <token>\" with the token in " +
+                          config_.api_token_file.string() +
+                          " (api_token_file in agent.toml), or use the agent's unix socket " +
+                          config_.socket;
+  auto it = req.find(http::Field::authorization);
+  if (it == req.end())
+    return deny("this call changes the agent and needs authentication over TCP: " + how, nullptr);
+  std::string_view value = it->value();
+  constexpr std::string_view kScheme = "Bearer ";
+  if (value.size() <= kScheme.size() ||
+      !std::equal(kScheme.begin(), kScheme.end(), value.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) ==
+               std::tolower(static_cast<unsigned char>(b));
+      })) {
+    return deny("the Authorization header is not a bearer token: " + how, "invalid_request");
+  }
+  std::string_view presented = value.substr(kScheme.size());
+  while (!presented.empty() && presented.front() == ' ') presented.remove_prefix(1);
+  // Digests of equal length, compared in constant time: neither the token's content nor its
+  // length leaks through the time the comparison takes.
+  std::string digest = sha256(presented);
+  if (api_token_sha256_.size() != digest.size() ||
+      CRYPTO_memcmp(digest.data(), api_token_sha256_.data(), digest.size()) != 0)
+    return deny("wrong bearer token: " + how, "invalid_token");
+  return std::nullopt;
+}
+
 Result<void> AgentImpl::start_api() {
-  auto make_router = [this](bool full) {
+  CORRAL_TRY(load_api_token());
+  // full: the calls that change the agent are routed; auth: they need the bearer token.
+  auto make_router = [this](bool full, bool auth) {
+    auto guarded = [this, auth](http::Router::SimpleHandler handler) {
+      return http::Router::SimpleHandler([this, auth, handler](const http::Request& req) {
+        if (auth) {
+          if (auto deny = unauthorized(req)) return std::move(*deny);
+        }
+        return handler(req);
+      });
+    };
     http::Router r;
     r.add(http::Verb::get, "/health",
           [](const http::Request&) { return http::make_response(Status::ok, "ok\n"); });
@@ -96,7 +201,7 @@ Result<void> AgentImpl::start_api() {
       return http::make_response(Status::ok, out, "text/plain; version=0.0.4; charset=utf-8");
     });
 
-    r.add(http::Verb::post, "/api/v1", [this, full](std::shared_ptr<http::Exchange> ex) {
+    r.add(http::Verb::post, "/api/v1", [this, full, auth](std::shared_ptr<http::Exchange> ex) {
       const auto& req = ex->request();
       auto fmt = wire_format_from_content_type(req[http::Field::content_type]);
       if (!fmt)
@@ -105,6 +210,9 @@ Result<void> AgentImpl::start_api() {
       v1::agent::Call call;
       if (auto p = parse_message(*fmt, req.body(), &call); !p.ok())
         return ex->respond(http::error_response(Status::bad_request, p.error().message()));
+      if (auth && full && call.type() == v1::agent::Call::KILL_CONTAINER) {
+        if (auto deny = unauthorized(req)) return ex->respond(std::move(*deny));
+      }
       api_call(ex, call, full);
     });
 
@@ -114,72 +222,88 @@ Result<void> AgentImpl::start_api() {
     r.add(http::Verb::get, "/corral/v1/drain", [this](const http::Request&) {
       return http::json_response(Status::ok, drain_progress());
     });
+    if (!full) {
+      // Read-only TCP (no api_token_file): say so rather than 404.
+      for (const char* path : {"/corral/v1/tasks", "/corral/v1/drain", "/corral/v1/reload"}) {
+        r.add(http::Verb::post, path, [](const http::Request& req) {
+          return http::error_response(
+              Status::forbidden, "POST " + std::string(req.target()) +
+                                     " changes the agent: it is served on the agent's unix socket, "
+                                     "or over TCP with a bearer token once api_token_file is set "
+                                     "in agent.toml (docs/agent.md)");
+        });
+      }
+    }
     if (full) {
-      r.add(http::Verb::post, "/corral/v1/tasks", [this](const http::Request& req) {
-        auto body = http::parse_json_body(req);
-        if (!body) return http::error_response(Status::bad_request, body.error().message());
-        if (!body->is_object() || !body->contains("task"))
-          return http::error_response(
-              Status::bad_request, "expected {\"framework_id\": \"local\", \"task\": {TaskInfo}}");
-        v1::TaskInfo task;
-        if (auto p = parse_json_value((*body)["task"], &task); !p.ok())
-          return http::error_response(Status::bad_request, p.error().message());
-        std::string fid = body->value("framework_id", std::string(kLocalFramework));
-        v1::FrameworkInfo framework;
-        if (fid != kLocalFramework) {
-          auto it = frameworks_.find(fid);
-          if (it == frameworks_.end()) {
-            return http::error_response(
-                Status::not_found, "unknown framework \"" + fid +
-                                       "\": local tasks run under framework \"local\", or under "
-                                       "a framework this agent already runs tasks for");
-          }
-          framework = it->second;
-        } else {
-          framework.mutable_id()->set_value(kLocalFramework);
-          framework.set_name("corral local tasks");
-          framework.set_user("");
-        }
-        if (!task.has_agent_id()) task.mutable_agent_id()->set_value(agent_id_);
-        auto r = run_task(framework, task, true);
-        if (!r) {
-          Status s = r.error().code() == EEXIST  ? Status::conflict
-                     : r.error().code() == EBUSY ? Status::service_unavailable
-                                                 : Status::bad_request;
-          return http::error_response(s, r.error().message());
-        }
-        auto* t = find(*r);
-        return http::json_response(Status::accepted,
-                                   {{"container_id", *r},
-                                    {"framework_id", fid},
-                                    {"task_id", task.task_id().value()},
-                                    {"state", t ? v1::TaskState_Name(t->state) : "UNKNOWN"},
-                                    {"sandbox", t ? t->sandbox : ""}});
-      });
-      r.add(http::Verb::post, "/corral/v1/drain", [this](const http::Request& req) {
-        nlohmann::json body = nlohmann::json::object();
-        if (!req.body().empty()) {
-          auto b = http::parse_json_body(req);
-          if (!b) return http::error_response(Status::bad_request, b.error().message());
-          body = *b;
-        }
-        double deadline = 0;
-        if (body.contains("deadline_seconds")) {
-          if (!body["deadline_seconds"].is_number() || body["deadline_seconds"].get<double>() < 0)
-            return http::error_response(Status::bad_request,
-                                        "deadline_seconds must be a non-negative number");
-          deadline = now_seconds() + body["deadline_seconds"].get<double>();
-        }
-        drain(deadline, body.value("kill", true));
-        return http::json_response(Status::accepted, drain_progress());
-      });
-      r.add(http::Verb::post, "/corral/v1/reload", [this](const http::Request&) {
-        if (auto p = policy_.reload(); !p.ok())
-          return http::error_response(
-              Status::unprocessable_entity,
-              "the policy was NOT reloaded (the last good one stays): " + p.error().message());
-        return http::json_response(Status::ok, {{"reloaded", true}});
-      });
+      r.add(http::Verb::post, "/corral/v1/tasks", guarded([this](const http::Request& req) {
+              auto body = http::parse_json_body(req);
+              if (!body) return http::error_response(Status::bad_request, body.error().message());
+              if (!body->is_object() || !body->contains("task"))
+                return http::error_response(
+                    Status::bad_request,
+                    "expected {\"framework_id\": \"local\", \"task\": {TaskInfo}}");
+              v1::TaskInfo task;
+              if (auto p = parse_json_value((*body)["task"], &task); !p.ok())
+                return http::error_response(Status::bad_request, p.error().message());
+              std::string fid = body->value("framework_id", std::string(kLocalFramework));
+              v1::FrameworkInfo framework;
+              if (fid != kLocalFramework) {
+                auto it = frameworks_.find(fid);
+                if (it == frameworks_.end()) {
+                  return http::error_response(
+                      Status::not_found,
+                      "unknown framework \"" + fid +
+                          "\": local tasks run under framework \"local\", or under "
+                          "a framework this agent already runs tasks for");
+                }
+                framework = it->second;
+              } else {
+                framework.mutable_id()->set_value(kLocalFramework);
+                framework.set_name("corral local tasks");
+                framework.set_user("");
+              }
+              if (!task.has_agent_id()) task.mutable_agent_id()->set_value(agent_id_);
+              auto r = run_task(framework, task, true);
+              if (!r) {
+                Status s = r.error().code() == EEXIST  ? Status::conflict
+                           : r.error().code() == EBUSY ? Status::service_unavailable
+                                                       : Status::bad_request;
+                return http::error_response(s, r.error().message());
+              }
+              auto* t = find(*r);
+              return http::json_response(Status::accepted,
+                                         {{"container_id", *r},
+                                          {"framework_id", fid},
+                                          {"task_id", task.task_id().value()},
+                                          {"state", t ? v1::TaskState_Name(t->state) : "UNKNOWN"},
+                                          {"sandbox", t ? t->sandbox : ""}});
+            }));
+      r.add(http::Verb::post, "/corral/v1/drain", guarded([this](const http::Request& req) {
+              nlohmann::json body = nlohmann::json::object();
+              if (!req.body().empty()) {
+                auto b = http::parse_json_body(req);
+                if (!b) return http::error_response(Status::bad_request, b.error().message());
+                body = *b;
+              }
+              double deadline = 0;
+              if (body.contains("deadline_seconds")) {
+                if (!body["deadline_seconds"].is_number() ||
+                    body["deadline_seconds"].get<double>() < 0)
+                  return http::error_response(Status::bad_request,
+                                              "deadline_seconds must be a non-negative number");
+                deadline = now_seconds() + body["deadline_seconds"].get<double>();
+              }
+              drain(deadline, body.value("kill", true));
+              return http::json_response(Status::accepted, drain_progress());
+            }));
+      r.add(
+          http::Verb::post, "/corral/v1/reload", guarded([this](const http::Request&) {
+            if (auto p = policy_.reload(); !p.ok())
+              return http::error_response(
+                  Status::unprocessable_entity,
+                  "the policy was NOT reloaded (the last good one stays): " + p.error().message());
+            return http::json_response(Status::ok, {{"reloaded", true}});
+          }));
     }
     return r;
   };
@@ -187,7 +311,7 @@ Result<void> AgentImpl::start_api() {
   if (!config_.socket.empty()) {
     std::error_code ec;
     fs::create_directories(fs::path(config_.socket).parent_path(), ec);
-    unix_server_ = std::make_unique<http::Server>(io_, make_router(true));
+    unix_server_ = std::make_unique<http::Server>(io_, make_router(true, false));
     if (auto l = unix_server_->listen("unix:" + config_.socket, 0660); !l.ok()) {
       return Error(l.error().code(), "cannot listen on " + config_.socket + ": " +
                                          l.error().message() +
@@ -195,7 +319,9 @@ Result<void> AgentImpl::start_api() {
     }
   }
   if (!config_.listen.empty()) {
-    tcp_server_ = std::make_unique<http::Server>(io_, make_router(false));
+    // With a token the TCP API serves every call, those that change the agent behind it.
+    tcp_server_ = std::make_unique<http::Server>(
+        io_, make_router(!api_token_sha256_.empty(), !api_token_sha256_.empty()));
     if (auto l = tcp_server_->listen(config_.listen); !l.ok()) {
       return Error(l.error().code(), "cannot listen on " + config_.listen + ": " +
                                          l.error().message() + " (set listen in agent.toml)");
@@ -297,7 +423,9 @@ void AgentImpl::api_call(const std::shared_ptr<http::Exchange>& ex, const v1::ag
     case Call::KILL_CONTAINER: {
       if (!full)
         return ex->respond(http::error_response(
-            Status::forbidden, "KILL_CONTAINER is only served on the agent's unix socket"));
+            Status::forbidden,
+            "KILL_CONTAINER is only served on the agent's unix socket, or over TCP with a "
+            "bearer token once api_token_file is set in agent.toml (docs/agent.md)"));
       auto* t = find(call.kill_container().container_id().value());
       if (!t)
         return ex->respond(http::error_response(

@@ -38,6 +38,7 @@ Result<AgentConfig> read(ConfigFile file) {
   }
   if (root.get("socket", &c.socket) && !c.socket.empty() && c.socket.front() != '/')
     root.fail("socket", "must be an absolute path such as \"/run/corral/agent.sock\"");
+  absolute_path(root, "api_token_file", &c.api_token_file);
   absolute_path(root, "work_dir", &c.work_dir);
   absolute_path(root, "policy_dir", &c.policy_dir);
   root.get("launcher_path", &c.launcher_path);

@@ -34,6 +34,24 @@ void AgentImpl::post_call(const internal::AgentCall& call,
   });
 }
 
+void AgentImpl::post_update(internal::AgentCall call) {
+  update_queue_.push_back(std::move(call));
+  send_queued_updates();
+}
+
+void AgentImpl::send_queued_updates() {
+  while (updates_in_flight_ < kMaxUpdatesInFlight && !update_queue_.empty() && call_client_) {
+    ++updates_in_flight_;
+    internal::AgentCall call = std::move(update_queue_.front());
+    update_queue_.pop_front();
+    post_call(call, [this, generation = link_generation_](const Result<http::Response>&) {
+      if (generation != link_generation_) return;  // a client that was replaced
+      --updates_in_flight_;
+      send_queued_updates();
+    });
+  }
+}
+
 void AgentImpl::connect_master() {
   if (stopped_) return;
   auto ep = http::parse_endpoint(config_.master);
@@ -47,8 +65,13 @@ void AgentImpl::connect_master() {
   link_client_ = std::make_unique<http::AsyncHttpClient>(io_, *ep, stream_options);
   http::ClientOptions call_options;
   call_options.request_timeout = std::chrono::seconds(20);
-  call_options.max_idle_connections = 8;
+  call_options.max_idle_connections = kMaxUpdatesInFlight;
   call_client_ = std::make_unique<http::AsyncHttpClient>(io_, *ep, call_options);
+  // What was queued or in flight on the old client is resent after (re-)registration, when
+  // every task's oldest unacknowledged update is pumped again.
+  ++link_generation_;
+  update_queue_.clear();
+  updates_in_flight_ = 0;
 
   internal::AgentCall call;
   v1::AgentInfo* info = nullptr;

@@ -19,6 +19,7 @@
 #include "corral/common/metrics.hpp"
 #include "corral/common/proto_json.hpp"
 #include "corral/common/sqlite.hpp"
+#include "corral/common/task_state.hpp"
 #include "corral/master/allocator.hpp"
 #include "corral/master/config.hpp"
 #include "corral/v1/internal.pb.h"
@@ -40,7 +41,6 @@ google::protobuf::RepeatedPtrField<v1::Resource> to_proto(const Resources& pools
                                                           const std::string& allocation_role);
 // The reservation role of one resource ("" when unreserved).
 std::string reservation_role(const v1::Resource& r);
-bool is_terminal(v1::TaskState state);
 double unix_now();
 
 struct AgentRec {

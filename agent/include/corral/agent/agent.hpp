@@ -13,7 +13,8 @@
 //    tasks, reports those that ended while it was away with their real exit status, and resends
 //    unacknowledged updates;
 //  * runs health checks (command, HTTP, TCP) and kills a task that fails too many in a row;
-//  * serves the agent API (Mesos v1 agent API shape) on TCP (read-only) and a unix socket (all).
+//  * serves the agent API (Mesos v1 agent API shape) on a unix socket (all calls) and on TCP
+//    (reads; the calls that change the agent with the bearer token of api_token_file).
 
 #include <boost/asio/io_context.hpp>
 #include <functional>

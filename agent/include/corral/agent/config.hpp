@@ -35,8 +35,13 @@ struct AgentConfig {
   // Master to register with: "http://host:port". Empty: standalone (local tasks only).
   std::string master;
   std::string hostname;  // default: gethostname()
-  // TCP API (read-only calls: state, containers, files, logs, metrics). Loopback by default.
+  // TCP API: reads (state, containers, files, logs, metrics) for anyone who can connect; the
+  // calls that change the agent only with api_token_file's token. Loopback by default.
   std::string listen = "127.0.0.1:5051";
+  // File holding the TCP API's bearer token (one line, at least 16 characters, not readable by
+  // others). Set: calls that change the agent (tasks, kill, drain, reload) are served over TCP
+  // to requests with "Authorization: Bearer <token>". Empty: TCP stays read-only.
+  std::filesystem::path api_token_file;
   // Unix socket API (everything, for the CLI; access by file permission: root and group corral).
   std::string socket = "/run/corral/agent.sock";
   std::filesystem::path work_dir = "/var/lib/corral/agent";
