@@ -149,6 +149,20 @@ void read_section(ConfigTable t, PolicySection* s) {
   }
   if (vol.get("allow_writable", &b))
     set_rule(&s->allow_writable_volumes, b, vol.location("allow_writable"));
+
+  ConfigTable net = t.table("network");
+  std::vector<std::string> modes;
+  if (net.get("modes", &modes)) {
+    bool ok = true;
+    for (const auto& m : modes) {
+      if (m != "host" && m != "none" && m != "bridge") {
+        net.fail("modes", "\"" + m + "\" is not a network mode (host, none, bridge)");
+        ok = false;
+      }
+    }
+    if (ok) set_rule(&s->network_modes, modes, net.location("modes"));
+  }
+  if (net.get("egress", &b)) set_rule(&s->network_egress, b, net.location("egress"));
 }
 
 void read_docker(ConfigTable t, DockerPolicy* d) {
@@ -280,6 +294,8 @@ void overlay(PolicySection* b, const PolicySection& o) {
   overlay(&b->default_user, o.default_user);
   overlay(&b->volume_paths, o.volume_paths);
   overlay(&b->allow_writable_volumes, o.allow_writable_volumes);
+  overlay(&b->network_modes, o.network_modes);
+  overlay(&b->network_egress, o.network_egress);
 }
 
 void overlay(Policy* b, const Policy& o) {
@@ -638,6 +654,11 @@ Result<Decision> decide(const Policy& policy, const TaskRequest& req) {
     }
     d.volumes.push_back(v);
   }
+  if (s.network_modes) {
+    d.network_modes = s.network_modes->value;
+    d.network_modes_origin = where(s.network_modes->origin, req.role);
+  }
+  if (s.network_egress) d.network_egress = s.network_egress->value;
   return d;
 }
 
@@ -671,6 +692,8 @@ nlohmann::json section_to_json(const PolicySection& s) {
   put("security", "default_user", s.default_user);
   put("volumes", "allowed_host_paths", s.volume_paths);
   put("volumes", "allow_writable", s.allow_writable_volumes);
+  put("network", "modes", s.network_modes);
+  put("network", "egress", s.network_egress);
   return j;
 }
 
@@ -716,6 +739,9 @@ void text_section(std::string* out, const std::string& prefix, const PolicySecti
   if (s.allow_writable_volumes)
     line("volumes.allow_writable", s.allow_writable_volumes->value ? "true" : "false",
          s.allow_writable_volumes->origin);
+  if (s.network_modes) line("network.modes", list(s.network_modes->value), s.network_modes->origin);
+  if (s.network_egress)
+    line("network.egress", s.network_egress->value ? "true" : "false", s.network_egress->origin);
 }
 
 }  // namespace

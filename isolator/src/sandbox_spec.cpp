@@ -256,6 +256,13 @@ Result<void> validate(const SandboxSpec& spec) {
                                          spec.hostname + "')");
     }
   }
+  if (!spec.namespaces.netns_path.empty()) {
+    CORRAL_TRY(check_path("namespaces.netns_path", spec.namespaces.netns_path));
+    if (!spec.namespaces.net) {
+      return field_error("namespaces.netns_path",
+                         "needs net = true (a task joins that network namespace)");
+    }
+  }
   if (const auto& user = spec.namespaces.user) {
     if (user->count == 0) return field_error("namespaces.user.count", "must be at least 1");
     if (uint64_t{user->host_uid} + user->count > UINT32_MAX ||
@@ -409,6 +416,7 @@ Result<SandboxSpec> sandbox_spec_from_json(const json& j) {
     ObjectReader n(*ns, "namespaces");
     CORRAL_TRY(n.check_object());
     CORRAL_TRY(n.read("net", &spec.namespaces.net));
+    CORRAL_TRY(n.read("netns_path", &spec.namespaces.netns_path));
     CORRAL_TRY(n.read("cgroup", &spec.namespaces.cgroup));
     if (const json* user = n.get("user")) {
       ObjectReader u(*user, "namespaces.user");
@@ -584,6 +592,7 @@ json to_json(const SandboxSpec& spec) {
                   {"host_gid", spec.namespaces.user->host_gid},
                   {"count", spec.namespaces.user->count}};
   }
+  if (!spec.namespaces.netns_path.empty()) ns["netns_path"] = spec.namespaces.netns_path;
   j["namespaces"] = ns;
   json rootfs = {{"mode", rootfs_mode_name(spec.rootfs.mode)},
                  {"readonly", spec.rootfs.readonly},

@@ -125,7 +125,7 @@ struct ChildContext {
     }
   }
   if (auto r = isolator::set_hostname(spec.hostname); !r) fail(r.error());
-  if (spec.namespaces.net) {
+  if (spec.namespaces.net && spec.namespaces.netns_path.empty()) {
     if (auto r = isolator::bring_up_loopback(); !r) fail(r.error());
   }
   if (auto r = isolator::enter_sandbox_root(spec); !r)
@@ -299,7 +299,20 @@ Result<void> launch(const SandboxSpec& spec, const LaunchOptions& options, int* 
   ::sigprocmask(SIG_BLOCK, &block, nullptr);
 
   uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
-  if (spec.namespaces.net) flags |= CLONE_NEWNET;
+  if (!spec.namespaces.netns_path.empty()) {
+    // A network namespace prepared by the agent (docs/network.md): the launcher joins it
+    // itself, before clone3, so that the task (even in a user namespace, which could not
+    // setns into a namespace owned by the host's) starts inside it.
+    UniqueFd netns(::open(spec.namespaces.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!netns || ::setns(netns.get(), CLONE_NEWNET) != 0) {
+      Error e =
+          Error::from_errno("join the task's network namespace " + spec.namespaces.netns_path);
+      ::sigprocmask(SIG_UNBLOCK, &block, nullptr);
+      return fail(e);
+    }
+  } else if (spec.namespaces.net) {
+    flags |= CLONE_NEWNET;
+  }
   if (spec.namespaces.cgroup) flags |= CLONE_NEWCGROUP;
   if (spec.namespaces.user) flags |= CLONE_NEWUSER;
   if (cgroup) flags |= CLONE_INTO_CGROUP;

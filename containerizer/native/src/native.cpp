@@ -97,6 +97,53 @@ std::string sanitize_hostname(std::string_view name) {
 
 }  // namespace
 
+Result<TaskNetwork> task_network(const v1::TaskInfo& task, bool bridge_available) {
+  TaskNetwork n;
+  for (const auto& r : task.resources()) {
+    if (r.name() != "ports") continue;
+    for (const auto& range : r.ranges().range())
+      n.offered_ports.emplace_back(range.begin(), range.end());
+  }
+  const bool has_container = task.has_container();
+  if (has_container && task.container().network_infos_size() > 1)
+    return Error(EINVAL, "the task names " + std::to_string(task.container().network_infos_size()) +
+                             " networks; a native task joins at most one");
+  const v1::NetworkInfo* info = has_container && task.container().network_infos_size() == 1
+                                    ? &task.container().network_infos(0)
+                                    : nullptr;
+  if (info && !info->name().empty()) {
+    n.mode = info->name();
+    if (n.mode != "host" && n.mode != "none" && n.mode != "bridge")
+      return Error(ENOTSUP, "network \"" + n.mode +
+                                "\" is not one this agent provides (host, none, bridge)");
+  } else if (!task_image_name(task).empty() && bridge_available) {
+    n.mode = "bridge";
+  } else {
+    n.mode = has_ports(task) ? "host" : "none";
+  }
+  if (n.mode == "bridge" && !bridge_available)
+    return Error(ENOTSUP,
+                 "the task asks for network bridge but this agent has no [network] section "
+                 "in agent.toml (bridge networking is off); use host or none, or configure it");
+  if (!info) return n;
+  for (const auto& m : info->port_mappings()) {
+    const std::string proto = m.protocol().empty() ? "tcp" : m.protocol();
+    const std::string what = "port mapping " + std::to_string(m.host_port()) + " -> " +
+                             std::to_string(m.container_port());
+    if (n.mode != "bridge")
+      return Error(
+          EINVAL, what + ": port mappings need network bridge (the task's mode is " + n.mode + ")");
+    if (proto != "tcp" && proto != "udp")
+      return Error(EINVAL, what + ": protocol \"" + proto + "\" is not tcp or udp");
+    if (m.host_port() == 0 || m.host_port() > 65535 || m.container_port() == 0 ||
+        m.container_port() > 65535)
+      return Error(EINVAL, what + ": ports must be 1-65535");
+    n.ports.emplace_back(static_cast<uint16_t>(m.host_port()),
+                         static_cast<uint16_t>(m.container_port()), proto);
+  }
+  return n;
+}
+
 std::string task_image_name(const v1::TaskInfo& task) {
   if (!task.has_container() || task.container().type() != v1::ContainerInfo::MESOS) return {};
   const auto& m = task.container().mesos();
@@ -366,6 +413,9 @@ class NativeContainerizer final : public containerizer::Containerizer {
       cgroup_dir = c->cgroup->path().string();
     }
     auto fail = [&](Error e) -> Error {
+#ifdef CORRAL_HAVE_NETWORK
+      if (options_.network) (void)options_.network->detach(request.container_id);
+#endif
       if (c->cgroup) (void)c->cgroup->destroy(std::chrono::seconds(5));
 #ifdef CORRAL_HAVE_IMAGE_STORE
       if (c->image && options_.images) (void)options_.images->release(request.container_id);
@@ -382,6 +432,9 @@ class NativeContainerizer final : public containerizer::Containerizer {
     }
     auto spec = sandbox_spec_for(request, options_, cgroup_dir, rootfs ? &*rootfs : nullptr);
     if (!spec) return fail(spec.error());
+#ifdef CORRAL_HAVE_NETWORK
+    if (auto r = setup_network(request, *spec); !r) return fail(r.error());
+#endif
     if (auto v = isolator::validate(*spec); !v.ok()) return fail(v.error());
     const fs::path spec_path = request.run_dir / "spec.json";
     if (auto w = write_file_atomic(spec_path, isolator::to_json(*spec).dump(), 0600); !w.ok())
@@ -552,6 +605,49 @@ class NativeContainerizer final : public containerizer::Containerizer {
     return s;
   }
 
+#ifdef CORRAL_HAVE_NETWORK
+  // Applies the task's network mode to its spec; bridge mode builds the network now.
+  Result<void> setup_network(const LaunchRequest& request, isolator::SandboxSpec& spec) {
+    CORRAL_ASSIGN_OR_RETURN(TaskNetwork net,
+                            task_network(request.task, options_.network != nullptr));
+    const auto& allowed = request.decision.network_modes;
+    if (std::find(allowed.begin(), allowed.end(), net.mode) == allowed.end()) {
+      std::string list;
+      for (const auto& m : allowed) list += (list.empty() ? "\"" : ", \"") + m + "\"";
+      return Error(EPERM, "network mode " + net.mode +
+                              " is not allowed by the policy: network.modes = [" + list + "] (" +
+                              request.decision.network_modes_origin +
+                              "); use one of those or add it there");
+    }
+    if (net.mode == "host") {
+      spec.namespaces.net = false;
+      return {};
+    }
+    spec.namespaces.net = true;
+    if (net.mode != "bridge") return {};
+    network::NetworkRequest nr;
+    nr.container_id = request.container_id;
+    nr.hostname = spec.hostname;
+    nr.allowed_host_ports = net.offered_ports;
+    for (const auto& [host, container, proto] : net.ports) {
+      nr.ports.push_back(
+          {host, container, proto == "udp" ? network::Protocol::udp : network::Protocol::tcp});
+    }
+    nr.egress = request.decision.network_egress;
+    const fs::path etc = request.run_dir / "net";
+    std::error_code ec;
+    fs::create_directories(etc, ec);
+    if (ec) return Error(ec.value(), "create " + etc.string() + ": " + ec.message());
+    CORRAL_ASSIGN_OR_RETURN(network::Attachment a, options_.network->attach(nr, etc));
+    spec.namespaces.netns_path = a.netns_path;
+    for (const char* f : {"hosts", "resolv.conf", "hostname"}) {
+      spec.volumes.push_back({(etc / f).string(), std::string("/etc/") + f, true});
+    }
+    spec.env.push_back("CORRAL_CONTAINER_IP=" + network::format_ipv4(a.address));
+    return {};
+  }
+#endif
+
   Result<ImageRootfs> provision_image(const std::string& name, const LaunchRequest& request) {
 #ifdef CORRAL_HAVE_IMAGE_STORE
     if (!options_.images) {
@@ -612,6 +708,12 @@ class NativeContainerizer final : public containerizer::Containerizer {
 #ifdef CORRAL_HAVE_IMAGE_STORE
     if (options_.images) (void)options_.images->release(container_id);
 #endif
+#ifdef CORRAL_HAVE_NETWORK
+    if (options_.network) {
+      if (auto d = options_.network->detach(container_id); !d.ok())
+        log::warning("removing the network of " + container_id + ": " + d.error().message());
+    }
+#endif
     if (c->cgroup) {
       if (auto d = c->cgroup->destroy(); !d.ok())
         return Error(d.error().code(),
@@ -659,6 +761,23 @@ class NativeContainerizer final : public containerizer::Containerizer {
       out.push_back(r);
       watch(std::move(c));
     }
+#ifdef CORRAL_HAVE_NETWORK
+    // Networks of tasks that ended while the agent was away, and leftovers of a crash between
+    // creating and recording one, go; running tasks keep theirs.
+    if (options_.network) {
+      std::set<std::string> live;
+      for (const auto& r : out)
+        if (r.running) live.insert(r.container_id);
+      auto rep = options_.network->reconcile(live);
+      if (!rep) {
+        log::warning("network recovery: " + rep.error().message());
+      } else if (!rep->removed_leases.empty() || rep->removed_links || rep->removed_netns) {
+        log::info("network recovery: removed " + std::to_string(rep->removed_leases.size()) +
+                  " lease(s), " + std::to_string(rep->removed_links) + " veth(s), " +
+                  std::to_string(rep->removed_netns) + " netns file(s) of ended tasks");
+      }
+    }
+#endif
     // Task cgroups nobody knows: left by an agent whose checkpoint was lost. Kill and remove.
     if (options_.cgroups) {
       if (auto list = options_.cgroups->list(); list) {
@@ -758,6 +877,13 @@ class NativeContainerizer final : public containerizer::Containerizer {
       // The supervisor is gone; nothing of the task may outlive it.
       (void)c.cgroup->kill();
     }
+#ifdef CORRAL_HAVE_NETWORK
+    // The task is gone: its address and host ports are free for the next one now.
+    if (options_.network) {
+      if (auto d = options_.network->detach(c.id); !d.ok())
+        log::warning("removing the network of " + c.id + ": " + d.error().message());
+    }
+#endif
     Result<launcher::ExitStatus> status =
         c.exit_status_path.empty()
             ? Result<launcher::ExitStatus>(Error(ENOENT, "no checkpoint to find it"))

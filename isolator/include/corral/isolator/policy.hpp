@@ -52,6 +52,10 @@ struct PolicySection {
   // [volumes]
   std::optional<Rule<std::vector<std::string>>> volume_paths;  // allowed host path prefixes
   std::optional<Rule<bool>> allow_writable_volumes;
+  // [network] (docs/network.md): the modes a task may use, and whether bridge-mode tasks may
+  // reach anything beyond the agent's bridge.
+  std::optional<Rule<std::vector<std::string>>> network_modes;  // "host", "none", "bridge"
+  std::optional<Rule<bool>> network_egress;
 };
 
 // [docker]: delegation of tasks to dockerd (docs/docker.md, docs/policy.md).
@@ -138,6 +142,10 @@ struct Decision {
   std::string seccomp;  // "default", "unconfined" or an absolute path
   std::string user;     // as asked or defaulted (name or uid), checked against the policy
   std::vector<Volume> volumes;
+  // [network]: the containerizer refuses a mode outside network_modes, naming the rule.
+  std::vector<std::string> network_modes{"host", "none", "bridge"};
+  std::string network_modes_origin = "built-in default";
+  bool network_egress = true;
 };
 
 // Applies defaults and checks maxima and allow-lists. A refusal (EPERM) names the request, the

@@ -31,7 +31,11 @@ struct UserNamespaceSpec {
 // pid, mount, uts and ipc namespaces are always new (the sandbox relies on them); net and cgroup
 // can be turned off (host networking, host cgroup view); the user namespace is opt-in.
 struct NamespacesSpec {
-  bool net = true;     // new network namespace with only loopback, brought up
+  bool net = true;  // new network namespace with only loopback, brought up
+  // When set (absolute path of a bind-mounted nsfs file, e.g. /run/corral/netns/<id>, prepared
+  // by the agent's NetworkManager): the task joins that network namespace instead of a new one
+  // (net must be true). The launcher setns()es into it before clone3; its loopback is up already.
+  std::string netns_path;
   bool cgroup = true;  // new cgroup namespace rooted at the task's cgroup
   std::optional<UserNamespaceSpec> user;
 };

@@ -8,11 +8,16 @@
 //
 // Task -> sandbox mapping (docs/agent.md has the table): CommandInfo.shell (default true) runs
 // `/bin/sh -c value`, otherwise `value` with `arguments` as argv; CommandInfo.environment is
-// added to the agent's variables; tasks that hold `ports` resources share the host's network
-// (until per-task networks exist), others get a private network namespace with loopback only.
+// added to the agent's variables. Network (docs/network.md): ContainerInfo.network_infos[0].name
+// picks the mode ("host", "none", "bridge"); without one, image tasks get "bridge" when the agent
+// has a NetworkManager, tasks that hold `ports` resources share the host's network, others get a
+// private network namespace with loopback only. Bridge-mode port_mappings must use host ports of
+// the task's `ports` resources.
 
 #include <memory>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "corral/containerizer/containerizer.hpp"
 #include "corral/isolator/cgroup.hpp"
@@ -20,6 +25,9 @@
 
 #ifdef CORRAL_HAVE_IMAGE_STORE
 #include "corral/image/store.hpp"
+#endif
+#ifdef CORRAL_HAVE_NETWORK
+#include "corral/network/network.hpp"
 #endif
 
 namespace corral::native {
@@ -44,7 +52,20 @@ struct NativeOptions {
   std::shared_ptr<image::ImageStore> images;
   image::PullOptions pull;
 #endif
+#ifdef CORRAL_HAVE_NETWORK
+  // Builds bridge-mode networks (the agent's [network] section). Null: a task asking for bridge
+  // mode fails with a message saying so; image tasks default to none instead of bridge.
+  std::shared_ptr<network::NetworkManager> network;
+#endif
 };
+
+// The network a task asks for (pure; exposed for tests).
+struct TaskNetwork {
+  std::string mode;                                                // "host", "none", "bridge"
+  std::vector<std::tuple<uint16_t, uint16_t, std::string>> ports;  // host, container, tcp|udp
+  std::vector<std::pair<uint64_t, uint64_t>> offered_ports;        // the task's ports resources
+};
+Result<TaskNetwork> task_network(const v1::TaskInfo& task, bool bridge_available);
 
 // The root filesystem and defaults an image gives a task.
 struct ImageRootfs {
