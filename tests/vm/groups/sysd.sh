@@ -15,6 +15,7 @@ mkdir -p /etc/corral/policy.d
 printf '[security]\nusers = ["nobody", "root"]\n' > /etc/corral/policy.d/10-test.toml
 # What the package installs: the bus policy (only root owns org.corral.Agent1; methods for root
 # and group corral).
+mkdir -p /etc/dbus-1/system.d
 cp "$CORRAL_SRC/dbus/policy/org.corral.Agent1.conf" /etc/dbus-1/system.d/
 busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
 
