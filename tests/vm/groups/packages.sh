@@ -34,7 +34,12 @@ wait_agent() { # the agent answers on its socket
     journalctl -u corral-agent --no-pager | tail -20; return 1
 }
 main_pid() { systemctl show -p MainPID --value "$1"; }
-export corral
+diagnose() { # what systemd and the daemons say, after a failed check
+    echo "---- diagnostics"; systemctl list-jobs --no-pager; systemctl status --no-pager corral-agent corral-master 2>&1 | head -30
+    journalctl -b --no-pager -u corral-agent -u corral-master | tail -40
+}
+step() { echo "[$(date +%T)] $*"; }
+export corral DEBIAN_FRONTEND=noninteractive
 
 echo "waiting for the host side to build the packages"
 for _ in $(seq 900); do [ -e "$xchg/ready" ] || [ -e "$xchg/failed" ] && break; sleep 1; done
@@ -49,18 +54,26 @@ cp "$xchg"/v1/*.deb /tmp/v1/; cp "$xchg"/v2/*.deb /tmp/v2/
 mkdir -p /var/lib/corral && echo "not from a package" > /var/lib/corral/admin-note
 getent passwd > /tmp/passwd.before
 
+step "installing $v1"
+# a slow install (TCG on a loaded host) shows what it is doing meanwhile
+( while sleep 60; do step "still installing:"; ps -eo pid,etime,args --forest | grep -v "\[" | tail -15
+    systemctl list-jobs --no-pager | head; done ) &
+watcher=$!
 vm_check "apt-get installs corral-agent, corral-master and corral-cli $v1 offline" \
-    apt-get install -y -q --no-install-recommends /tmp/v1/corral-agent_*.deb \
-    /tmp/v1/corral-master_*.deb /tmp/v1/corral-cli_*.deb
+    timeout 600 apt-get install -y -q --no-install-recommends /tmp/v1/corral-agent_*.deb \
+    /tmp/v1/corral-master_*.deb /tmp/v1/corral-cli_*.deb </dev/null || diagnose
+kill $watcher 2>/dev/null
 
+step "next check"
 vm_check "both services are enabled and active (READY reached), with a STATUS line" sh -c '
     for u in corral-agent corral-master; do
         echo "$u: $(systemctl is-enabled $u) $(systemctl is-active $u): $(systemctl show -p StatusText --value $u)"
         [ "$(systemctl is-enabled $u)" = enabled ] && [ "$(systemctl is-active $u)" = active ] || exit 1
         [ -n "$(systemctl show -p StatusText --value $u)" ] || exit 1
     done
-    systemctl status --no-pager corral-agent corral-master | head -20'
+    systemctl status --no-pager corral-agent corral-master | head -20' || diagnose
 
+step "next check"
 vm_check "the master runs as the unprivileged user corral with its state in /var/lib/corral/master" sh -c '
     pid=$(systemctl show -p MainPID --value corral-master)
     user=$(ps -o user= -p "$pid"); caps=$(grep CapEff /proc/$pid/status)
@@ -68,10 +81,12 @@ vm_check "the master runs as the unprivileged user corral with its state in /var
     [ "$user" = corral ] && [ "$caps" = "CapEff:	0000000000000000" ] &&
     [ "$(stat -c %U /var/lib/corral/master)" = corral ] && [ -f /var/lib/corral/master/state.db ]'
 
+step "next check"
 vm_check "the agent socket belongs to group corral (tmpfiles, setgid /run/corral)" sh -c '
     ls -ld /run/corral /run/corral/agent.sock
     [ "$(stat -c %G /run/corral/agent.sock)" = corral ] && [ "$(stat -c %a /run/corral)" = 2750 ]'
 
+step "next check"
 vm_check "man pages of every binary and file format, and bash completion, are installed" sh -c '
     for m in man1/corral.1 man8/corral-agent.8 man8/corral-master.8 man8/corral-launcher.8 \
              man8/corral-launcher-init.8 man5/corral-agent.toml.5 man5/corral-master.toml.5 \
@@ -82,6 +97,7 @@ vm_check "man pages of every binary and file format, and bash completion, are in
         COMP_WORDS=(corral agent l); COMP_CWORD=2; _corral; echo \${COMPREPLY[*]}")
     echo "completion of \"corral agent l\": $out"; [ "$out" = "launch logs" ]'
 
+step "next check"
 vm_check "the agent registers with the packaged master (master set in /etc/corral/agent.toml)" sh -c '
     sed -i "s|^#master = \"\"|master = \"http://127.0.0.1:5050\"|" /etc/corral/agent.toml
     grep -q "^master = " /etc/corral/agent.toml || exit 1
@@ -89,6 +105,7 @@ vm_check "the agent registers with the packaged master (master set in /etc/corra
     for i in $(seq 100); do "$corral" agents 2>/dev/null | grep -q "$(hostname)" && break; sleep 0.3; done
     "$corral" agents; "$corral" agents | grep -q "$(hostname)"'
 
+step "next check"
 vm_check "a task runs end to end: launched, running in corral.slice, output readable" sh -c '
     '"$(declare -f state_of container_of wait_state)"'
     "$corral" agent launch --id hello -- "echo hello from corral" >/dev/null || exit 1
@@ -99,6 +116,7 @@ vm_check "a task runs end to end: launched, running in corral.slice, output read
     ls -d /sys/fs/cgroup/corral.slice/corral-tasks.scope/task-$(container_of keep)'
 
 pid0=$(task_pid keep)
+step "next check"
 vm_check "systemctl restart corral-agent: the running task survives (same pid) and is adopted" sh -c '
     '"$(declare -f state_of container_of wait_state task_pid wait_agent main_pid)"'
     before=$(main_pid corral-agent)
@@ -107,10 +125,11 @@ vm_check "systemctl restart corral-agent: the running task survives (same pid) a
     after=$(main_pid corral-agent); echo "agent pid $before -> $after, task pid '"$pid0"' -> $(task_pid keep)"
     [ "$before" != "$after" ] && [ "$(state_of keep)" = TASK_RUNNING ] && [ "$(task_pid keep)" = '"$pid0"' ]'
 
+step "next check"
 vm_check "upgrade to $v2 with dpkg -i: services restarted, the running task survives (same pid)" sh -c '
     '"$(declare -f state_of container_of wait_state task_pid wait_agent main_pid)"'
     before=$(main_pid corral-agent)
-    dpkg -i /tmp/v2/corral-agent_*.deb /tmp/v2/corral-master_*.deb /tmp/v2/corral-cli_*.deb || exit 1
+    timeout 600 dpkg -i /tmp/v2/corral-agent_*.deb /tmp/v2/corral-master_*.deb /tmp/v2/corral-cli_*.deb </dev/null || exit 1
     wait_agent || exit 1
     after=$(main_pid corral-agent)
     echo "installed: $(dpkg-query -W -f "\${Package} \${Version}\n" corral-agent corral-master corral-cli | tr "\n" " ")"
@@ -120,6 +139,7 @@ vm_check "upgrade to $v2 with dpkg -i: services restarted, the running task surv
     [ "$before" != "$after" ] && systemctl is-active corral-agent corral-master &&
     [ "$(state_of keep)" = TASK_RUNNING ] && [ "$(task_pid keep)" = '"$pid0"' ]'
 
+step "next check"
 vm_check "systemctl reload with a broken policy file keeps the old policy and the journal says why" sh -c '
     '"$(declare -f state_of container_of wait_state)"'
     printf "[limits.default]\nmemory = \"64MiB\"\n" > /etc/corral/policy.d/20-site.toml
@@ -144,6 +164,7 @@ if [ -f "$CORRAL_SRC/tests/vm/groups/packages.sysd.sh" ]; then
     . "$CORRAL_SRC/tests/vm/groups/packages.sysd.sh"
 fi
 
+step "next check"
 vm_check "no restarts and no failed units after all of the above" sh -c '
     for u in corral-agent corral-master; do echo "$u NRestarts=$(systemctl show -p NRestarts --value $u)"; done
     systemctl --failed --no-legend
@@ -156,9 +177,10 @@ echo "---- systemd-analyze security"
 systemd-analyze security --no-pager corral-agent.service corral-master.service 2>&1 | tail -4
 systemd-analyze security --no-pager corral-master.service 2>&1 | grep -E "^✗" | head -40
 
+step "next check"
 vm_check "purge removes what the packages created and nothing else" sh -c '
     "$corral" agent drain --deadline 1s --wait >/dev/null || exit 1
-    apt-get purge -y -q corral-agent corral-master corral-cli >/dev/null || exit 1
+    timeout 600 apt-get purge -y -q corral-agent corral-master corral-cli </dev/null >/dev/null || exit 1
     left=""
     for f in /usr/sbin/corral-agent /usr/sbin/corral-master /usr/bin/corral /usr/sbin/corral-launcher \
              /lib/systemd/system/corral-agent.service /lib/systemd/system/corral-master.service \
