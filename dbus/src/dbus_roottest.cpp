@@ -101,6 +101,10 @@ class Daemon {
   }
   template <typename F>
   void on_loop(F f) {
+    if (!work_.joinable()) {  // set-up failed (reported above): do not wait for a loop
+      ADD_FAILURE() << "the test daemon's loop is not running";
+      return;
+    }
     std::promise<void> done;
     boost::asio::post(io_, [&] {
       f();

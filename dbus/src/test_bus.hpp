@@ -4,11 +4,14 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -114,8 +117,18 @@ class PrivateBus {
                static_cast<char*>(nullptr));
       ::_exit(127);
     }
-    for (int i = 0; i < 200 && !std::filesystem::exists(socket_); ++i)
+    // The socket file appears at bind(), a moment before listen(): wait until a connect works.
+    for (int i = 0; i < 400 && !accepting(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  bool accepting() const {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_.c_str());
+    bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    return ok;
   }
   ~PrivateBus() {
     if (pid_ > 0) {
@@ -124,7 +137,7 @@ class PrivateBus {
     }
     std::filesystem::remove_all(dir_);
   }
-  bool running() const { return std::filesystem::exists(socket_); }
+  bool running() const { return accepting(); }
   std::string address() const { return "unix:path=" + socket_; }
   const std::filesystem::path& dir() const { return dir_; }
 
