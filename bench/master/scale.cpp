@@ -162,6 +162,7 @@ int main(int argc, char** argv) {
     o.hostname = "sim-" + std::to_string(i);
     o.cpus = agent_cpus;
     o.mem = agent_mem;
+    o.record_events = false;
     sim_agents.push_back(std::make_unique<master::sim::Agent>(io, *endpoint, o));
     sim_agents.back()->connect();
     if ((i + 1) % 250 == 0) {
@@ -207,6 +208,7 @@ int main(int argc, char** argv) {
       master::sim::FrameworkOptions o;
       o.name = "scale-" + std::to_string(f);
       o.protobuf = true;
+      o.record_events = false;
       auto fw = std::make_unique<master::sim::Framework>(io, *endpoint, o);
       int fnum = f;
       auto seq = std::make_shared<int>(0);

@@ -435,6 +435,7 @@ void MasterImpl::agent_status_update(AgentRec& agent, const internal::StatusUpda
   if (is_terminal(newest)) release_task_resources(rec);
   if (fw.connected) send_update(fw, status);
 
+  if (operator_streams_.empty()) return;  // no event to build (the per-task hot path)
   v1::master::Event ev;
   ev.set_type(v1::master::Event::TASK_UPDATED);
   ev.mutable_task_updated()->mutable_framework_id()->set_value(fw_id);

@@ -13,10 +13,124 @@ constexpr double kEpsilon = 1e-9;
 }
 
 // ---------------------------------------------------------------------------------------------
+// RangeSet
+
+RangeSet::RangeSet(std::initializer_list<Range> ranges) {
+  for (const auto& [b, e] : ranges) add(b, e);
+}
+
+void RangeSet::add(uint64_t begin, uint64_t end) {
+  if (begin > end) std::swap(begin, end);
+  // Merge with every range that overlaps or touches [begin, end].
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), begin,
+                             [](const Range& r, uint64_t b) { return r.second + 1 < b; });
+  auto last = it;
+  while (last != ranges_.end() && (end == UINT64_MAX || last->first <= end + 1)) {
+    begin = std::min(begin, last->first);
+    end = std::max(end, last->second);
+    ++last;
+  }
+  it = ranges_.erase(it, last);
+  ranges_.insert(it, {begin, end});
+}
+
+void RangeSet::add(const RangeSet& other) {
+  for (const auto& [b, e] : other.ranges_) add(b, e);
+}
+
+void RangeSet::subtract(const RangeSet& other) {
+  std::vector<Range> out;
+  size_t j = 0;
+  for (auto [b, e] : ranges_) {
+    while (j < other.ranges_.size() && other.ranges_[j].second < b) ++j;
+    size_t k = j;
+    bool alive = true;
+    while (alive && k < other.ranges_.size() && other.ranges_[k].first <= e) {
+      const auto& [ob, oe] = other.ranges_[k];
+      if (ob > b) out.push_back({b, ob - 1});
+      if (oe >= e) {
+        alive = false;
+      } else {
+        b = oe + 1;
+        ++k;
+      }
+    }
+    if (alive) out.push_back({b, e});
+  }
+  ranges_ = std::move(out);
+}
+
+bool RangeSet::contains(const RangeSet& other) const {
+  for (const auto& [b, e] : other.ranges_) {
+    auto it = std::upper_bound(ranges_.begin(), ranges_.end(), b,
+                               [](uint64_t v, const Range& r) { return v < r.first; });
+    if (it == ranges_.begin()) return false;
+    --it;
+    if (it->second < e) return false;
+  }
+  return true;
+}
+
+RangeSet RangeSet::intersect(const RangeSet& other) const {
+  RangeSet out;
+  size_t i = 0, j = 0;
+  while (i < ranges_.size() && j < other.ranges_.size()) {
+    uint64_t b = std::max(ranges_[i].first, other.ranges_[j].first);
+    uint64_t e = std::min(ranges_[i].second, other.ranges_[j].second);
+    if (b <= e) out.ranges_.push_back({b, e});
+    if (ranges_[i].second < other.ranges_[j].second) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return out;
+}
+
+uint64_t RangeSet::count() const {
+  uint64_t n = 0;
+  for (const auto& [b, e] : ranges_) n += e - b + 1;
+  return n;
+}
+
+std::string RangeSet::to_string() const {
+  std::string out = "[";
+  for (size_t i = 0; i < ranges_.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(ranges_[i].first) + "-" + std::to_string(ranges_[i].second);
+  }
+  return out + "]";
+}
+
+// ---------------------------------------------------------------------------------------------
 // Quantities / Resources
 
 Quantities::Quantities(std::initializer_list<std::pair<std::string, double>> init) {
   for (const auto& [name, value] : init) set(name, value);
+}
+
+const RangeSet* Quantities::ranges(const std::string& name) const {
+  for (const auto& [n, r] : ranges_) {
+    if (n == name) return &r;
+  }
+  return nullptr;
+}
+
+void Quantities::add_ranges(const std::string& name, const RangeSet& r) {
+  if (r.empty()) return;
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), name,
+                             [](const auto& item, const std::string& n) { return item.first < n; });
+  if (it != ranges_.end() && it->first == name) {
+    it->second.add(r);
+  } else {
+    ranges_.insert(it, {name, r});
+  }
+}
+
+Quantities Quantities::scalars() const {
+  Quantities out;
+  out.items_ = items_;
+  return out;
 }
 
 double Quantities::get(const std::string& name) const {
@@ -42,15 +156,28 @@ void Quantities::set(const std::string& name, double value) {
 
 void Quantities::add(const Quantities& other) {
   for (const auto& [n, v] : other.items_) set(n, get(n) + v);
+  for (const auto& [n, r] : other.ranges_) add_ranges(n, r);
 }
 
 void Quantities::subtract(const Quantities& other) {
   for (const auto& [n, v] : other.items_) set(n, std::max(0.0, get(n) - v));
+  for (const auto& [n, r] : other.ranges_) {
+    for (auto it = ranges_.begin(); it != ranges_.end(); ++it) {
+      if (it->first != n) continue;
+      it->second.subtract(r);
+      if (it->second.empty()) ranges_.erase(it);
+      break;
+    }
+  }
 }
 
 bool Quantities::contains(const Quantities& other) const {
   for (const auto& [n, v] : other.items_) {
     if (get(n) + kEpsilon < v) return false;
+  }
+  for (const auto& [n, r] : other.ranges_) {
+    const RangeSet* mine = ranges(n);
+    if (mine == nullptr || !mine->contains(r)) return false;
   }
   return true;
 }
@@ -58,10 +185,13 @@ bool Quantities::contains(const Quantities& other) const {
 Quantities Quantities::min(const Quantities& other) const {
   Quantities out;
   for (const auto& [n, v] : items_) out.set(n, std::min(v, other.get(n)));
+  for (const auto& [n, r] : ranges_) {
+    if (const RangeSet* theirs = other.ranges(n)) out.add_ranges(n, r.intersect(*theirs));
+  }
   return out;
 }
 
-bool Quantities::empty() const { return items_.empty(); }
+bool Quantities::empty() const { return items_.empty() && ranges_.empty(); }
 
 std::string Quantities::to_string() const {
   std::string out;
@@ -70,6 +200,10 @@ std::string Quantities::to_string() const {
     if (!out.empty()) out += ';';
     std::snprintf(buf, sizeof buf, "%g", v);
     out += n + ":" + buf;
+  }
+  for (const auto& [n, r] : ranges_) {
+    if (!out.empty()) out += ';';
+    out += n + ":" + r.to_string();
   }
   return out;
 }
@@ -168,6 +302,18 @@ namespace {
 
 struct RoleNode;
 
+// An entry of a role's share order: a child role, or the role's own frameworks (node ==
+// nullptr, name ""). Ordered by (key, name); the node pointer saves a lookup by name on every
+// step of the walk.
+struct OrderEntry {
+  double key;
+  std::string name;
+  RoleNode* node;
+  bool operator<(const OrderEntry& o) const {
+    return key < o.key || (key == o.key && name < o.name);
+  }
+};
+
 struct AgentRec {
   std::string id;
   bool present = false;
@@ -203,7 +349,7 @@ struct RoleNode {
   double sort_key = 0;    // this node's key in parent->order
   double self_key = 0;    // the self group's key in this->order
   // Children (by name) and the self group ("" key) in ascending share.
-  std::set<std::pair<double, std::string>> order;
+  std::set<OrderEntry> order;
   // Frameworks in exactly this role, ascending share.
   std::set<std::pair<double, int>> fw_order;
   std::set<int> frameworks;
@@ -260,7 +406,7 @@ struct Allocator::Impl {
     parent->children.emplace(role, std::move(node));
     roles[role] = raw;
     raw->sort_key = 0;
-    parent->order.insert({0.0, role});
+    parent->order.insert({0.0, role, raw});
     return raw;
   }
 
@@ -286,14 +432,14 @@ struct Allocator::Impl {
     // The self group of n, then n in its parent, and so on up.
     double sk = self_key(n);
     if (sk != n->self_key) {
-      if (n->order.erase({n->self_key, ""})) n->order.insert({sk, ""});
+      if (n->order.erase({n->self_key, "", nullptr})) n->order.insert({sk, "", nullptr});
       n->self_key = sk;
     }
     for (RoleNode* cur = n; cur->parent != nullptr; cur = cur->parent) {
       double k = node_key(cur);
       if (k == cur->sort_key) continue;
-      cur->parent->order.erase({cur->sort_key, cur->name});
-      cur->parent->order.insert({k, cur->name});
+      cur->parent->order.erase({cur->sort_key, cur->name, cur});
+      cur->parent->order.insert({k, cur->name, cur});
       cur->sort_key = k;
     }
   }
@@ -307,9 +453,9 @@ struct Allocator::Impl {
     root.order.clear();
     for (auto& [name, n] : roles) {
       n->sort_key = node_key(n);
-      n->parent->order.insert({n->sort_key, n->name});
+      n->parent->order.insert({n->sort_key, n->name, n});
       n->self_key = self_key(n);
-      if (!n->frameworks.empty()) n->order.insert({n->self_key, ""});
+      if (!n->frameworks.empty()) n->order.insert({n->self_key, "", nullptr});
       for (int f : n->frameworks) {
         double s = dominant(fws[f].by_role[name]);
         fws[f].share[name] = s;
@@ -320,7 +466,10 @@ struct Allocator::Impl {
   }
 
   // Adds `q` (positive) or removes it (negative) from a framework's allocation in a role.
+  // Only scalars are summed over agents (port 31000 on one agent and on another are two
+  // resources: a union of ranges across agents would mean nothing).
   void account(int f, const std::string& role, const Quantities& q, bool add) {
+    if (!q.range_items().empty()) return account(f, role, q.scalars(), add);
     RoleNode* n = role_node(role);
     FwRec& fw = fws[f];
     if (add) {
@@ -343,7 +492,7 @@ struct Allocator::Impl {
   void join_role(int f, const std::string& role) {
     RoleNode* n = role_node(role);
     if (!n->frameworks.insert(f).second) return;
-    if (n->frameworks.size() == 1 && !shares_stale) n->order.insert({n->self_key, ""});
+    if (n->frameworks.size() == 1 && !shares_stale) n->order.insert({n->self_key, "", nullptr});
     double s = dominant(fws[f].by_role[role]);
     fws[f].share[role] = s;
     if (!shares_stale) n->fw_order.insert({s, f});
@@ -354,18 +503,21 @@ struct Allocator::Impl {
     RoleNode* n = role_node(role);
     if (!n->frameworks.erase(f)) return;
     n->fw_order.erase({fws[f].share[role], f});
-    if (n->frameworks.empty()) n->order.erase({n->self_key, ""});
+    if (n->frameworks.empty()) n->order.erase({n->self_key, "", nullptr});
     for (RoleNode* cur = n; cur != nullptr; cur = cur->parent) cur->fw_count--;
   }
 
   // -- dirtiness -------------------------------------------------------------------------------
 
+  // Free scalars (free ranges alone, such as ports, are not worth an offer).
+  // No copies: this runs for every agent of a cycle.
   bool has_free(const AgentRec& a) const {
     for (const auto& [pool, q] : a.total.pools()) {
-      Quantities free = q;
       auto it = a.allocated.pools().find(pool);
-      if (it != a.allocated.pools().end()) free.subtract(it->second);
-      if (!free.empty()) return true;
+      for (const auto& [n, v] : q.items()) {
+        double used = it == a.allocated.pools().end() ? 0.0 : it->second.get(n);
+        if (v - used > kEpsilon) return true;
+      }
     }
     return false;
   }
@@ -418,19 +570,23 @@ struct Allocator::Impl {
           if (!cur->config.limit) continue;
           Quantities headroom = *cur->config.limit;
           headroom.subtract(cur->alloc);
-          // Names the limit does not mention are unlimited.
+          // Names the limit does not mention are unlimited (ranges are never limited).
           Quantities clamped;
           for (const auto& [n, v] : free.items()) {
             bool limited = false;
             for (const auto& [ln, lv] : cur->config.limit->items()) limited |= ln == n;
             clamped.set(n, limited ? std::min(v, headroom.get(n)) : v);
           }
+          for (const auto& [n, r] : free.range_items()) clamped.add_ranges(n, r);
           free = clamped;
         }
       }
       if (!free.empty()) out.pool(pool) = free;
     }
-    return out;
+    // Ranges alone (ports with no cpus or mem) are not offered.
+    bool any_scalar = false;
+    for (const auto& [pool, q] : out.pools()) any_scalar |= q.has_scalars();
+    return any_scalar ? out : Resources{};
   }
 
   bool eligible(int f, const std::string& role, int a, TimePoint now) const {
@@ -443,21 +599,21 @@ struct Allocator::Impl {
   // Walks `n`'s subtree in share order; returns the first (framework, role node) that may
   // receive something from agent `a`.
   std::pair<int, RoleNode*> pick(RoleNode* n, int a, TimePoint now, Resources* offer) {
-    for (const auto& [key, child] : n->order) {
-      (void)key;
-      if (child.empty()) {
-        Resources r = offerable(agents[a], n);
-        if (r.empty()) continue;
+    for (const auto& entry : n->order) {
+      if (entry.node == nullptr) {
+        // The role's own frameworks: the first eligible one gets what the role may be offered
+        // (computed only once one is found: with declining frameworks most roles have none).
         for (const auto& [share, f] : n->fw_order) {
           (void)share;
-          if (eligible(f, n->name, a, now)) {
-            *offer = std::move(r);
-            return {f, n};
-          }
+          if (!eligible(f, n->name, a, now)) continue;
+          Resources r = offerable(agents[a], n);
+          if (r.empty()) break;  // the same for every framework of the role
+          *offer = std::move(r);
+          return {f, n};
         }
         continue;
       }
-      RoleNode* c = n->children.at(child).get();
+      RoleNode* c = entry.node;
       if (c->fw_count == 0) continue;
       auto found = pick(c, a, now, offer);
       if (found.first >= 0) return found;
@@ -487,6 +643,10 @@ struct Allocator::Impl {
       mark_dirty(e.agent);
     }
   }
+
+  bool move_between_pools(const std::string& agent_id, const std::string& from_pool,
+                          const std::string& to_pool, const Quantities& amount,
+                          const std::string& framework_id);
 
   std::vector<Allocation> allocate(TimePoint now) {
     std::vector<Allocation> out;
@@ -559,7 +719,7 @@ void Allocator::add_agent(const std::string& agent_id, const Resources& total) {
   rec.present = true;
   rec.total = total;
   m.agent_index[agent_id] = a;
-  m.cluster.add(total.total());
+  m.cluster.add(total.total().scalars());
   m.shares_stale = true;
   m.mark_dirty(a);
 }
@@ -577,7 +737,7 @@ void Allocator::remove_agent(const std::string& agent_id) {
   for (auto& fw : m.fws) {
     if (fw.filters.erase(a)) rec.filter_count--;
   }
-  m.cluster.subtract(rec.total.total());
+  m.cluster.subtract(rec.total.total().scalars());
   rec = AgentRec{};
   m.agent_index.erase(it);
   m.shares_stale = true;
@@ -588,14 +748,15 @@ void Allocator::update_agent_total(const std::string& agent_id, const Resources&
   auto it = m.agent_index.find(agent_id);
   if (it == m.agent_index.end()) return add_agent(agent_id, total);
   AgentRec& rec = m.agents[it->second];
-  m.cluster.subtract(rec.total.total());
+  m.cluster.subtract(rec.total.total().scalars());
   rec.total = total;
   // Never below what is allocated: keep the allocation accounted until recovered.
   for (const auto& [pool, q] : rec.allocated.pools()) {
     Quantities& t = rec.total.pool(pool);
     for (const auto& [n, v] : q.items()) t.set(n, std::max(t.get(n), v));
+    for (const auto& [n, r] : q.range_items()) t.add_ranges(n, r);
   }
-  m.cluster.add(rec.total.total());
+  m.cluster.add(rec.total.total().scalars());
   m.shares_stale = true;
   m.mark_dirty(it->second);
 }
@@ -729,6 +890,11 @@ void Allocator::track_used(const std::string& agent_id, const std::string& frame
         m.shares_stale = true;
       }
     }
+    for (const auto& [n, r] : q.range_items()) {
+      RangeSet missing = r;
+      if (const RangeSet* have = t.ranges(n)) missing.subtract(*have);
+      if (!missing.empty()) t.add_ranges(n, missing);
+    }
   }
   agent.allocs[{fi->second, role}].add(resources);
   m.fws[fi->second].agents.insert(ai->second);
@@ -775,69 +941,50 @@ void Allocator::recover(const std::string& agent_id, const std::string& framewor
   m.mark_dirty(a);
 }
 
-bool Allocator::reserve(const std::string& agent_id, const std::string& role,
-                        const Quantities& amount, const std::string& framework_id) {
-  auto& m = *impl_;
-  auto ai = m.agent_index.find(agent_id);
-  if (ai == m.agent_index.end() || role.empty()) return false;
-  AgentRec& agent = m.agents[ai->second];
-  Resources from{amount};
+// RESERVE moves resources from the unreserved pool to the role's, UNRESERVE back: both on the
+// agent's total and, with a framework, on what is allocated to it (ACCEPT with the operation)
+// or, without, out of the free part (the operator's calls).
+bool Allocator::Impl::move_between_pools(const std::string& agent_id, const std::string& from_pool,
+                                         const std::string& to_pool, const Quantities& amount,
+                                         const std::string& framework_id) {
+  auto ai = agent_index.find(agent_id);
+  if (ai == agent_index.end()) return false;
+  AgentRec& agent = agents[ai->second];
+  Resources from;
+  from.pool(from_pool) = amount;
   if (framework_id.empty()) {
     Resources free = agent.total;
     free.subtract(agent.allocated);
     if (!free.contains(from)) return false;
   } else {
-    auto fi = m.fw_index.find(framework_id);
-    if (fi == m.fw_index.end()) return false;
+    auto fi = fw_index.find(framework_id);
+    if (fi == fw_index.end()) return false;
     bool moved = false;
     for (auto& [key, r] : agent.allocs) {
       if (key.first != fi->second || !r.contains(from)) continue;
       r.subtract(from);
-      r.pool(role).add(amount);
+      r.pool(to_pool).add(amount);
       agent.allocated.subtract(from);
-      agent.allocated.pool(role).add(amount);
+      agent.allocated.pool(to_pool).add(amount);
       moved = true;
       break;
     }
     if (!moved) return false;
   }
   agent.total.subtract(from);
-  agent.total.pool(role).add(amount);
-  m.mark_dirty(ai->second);
+  agent.total.pool(to_pool).add(amount);
+  mark_dirty(ai->second);
   return true;
+}
+
+bool Allocator::reserve(const std::string& agent_id, const std::string& role,
+                        const Quantities& amount, const std::string& framework_id) {
+  return !role.empty() && impl_->move_between_pools(agent_id, "", role, amount, framework_id);
 }
 
 bool Allocator::unreserve(const std::string& agent_id, const std::string& role,
                           const Quantities& amount, const std::string& framework_id) {
-  auto& m = *impl_;
-  auto ai = m.agent_index.find(agent_id);
-  if (ai == m.agent_index.end() || role.empty()) return false;
-  AgentRec& agent = m.agents[ai->second];
-  Resources from;
-  from.pool(role) = amount;
-  if (framework_id.empty()) {
-    Resources free = agent.total;
-    free.subtract(agent.allocated);
-    if (!free.contains(from)) return false;
-  } else {
-    auto fi = m.fw_index.find(framework_id);
-    if (fi == m.fw_index.end()) return false;
-    bool moved = false;
-    for (auto& [key, r] : agent.allocs) {
-      if (key.first != fi->second || !r.contains(from)) continue;
-      r.subtract(from);
-      r.pool("").add(amount);
-      agent.allocated.subtract(from);
-      agent.allocated.pool("").add(amount);
-      moved = true;
-      break;
-    }
-    if (!moved) return false;
-  }
-  agent.total.subtract(from);
-  agent.total.pool("").add(amount);
-  m.mark_dirty(ai->second);
-  return true;
+  return !role.empty() && impl_->move_between_pools(agent_id, role, "", amount, framework_id);
 }
 
 void Allocator::set_role_config(const std::string& role, const RoleConfig& config) {
@@ -875,7 +1022,8 @@ Resources Allocator::framework_allocated(const std::string& framework_id) const 
   if (it == impl_->fw_index.end()) return out;
   for (int a : impl_->fws[it->second].agents) {
     for (const auto& [key, r] : impl_->agents[a].allocs) {
-      if (key.first == it->second) out.add(r);
+      if (key.first != it->second) continue;
+      for (const auto& [pool, q] : r.pools()) out.pool(pool).add(q.scalars());  // see account()
     }
   }
   return out;
@@ -922,7 +1070,7 @@ std::string Allocator::check_invariants() const {
     Resources sum;
     for (const auto& [key, r] : agent.allocs) {
       sum.add(r);
-      fw_sums[key.first][key.second].add(r.total());
+      fw_sums[key.first][key.second].add(r.total().scalars());
       if (!m.fws[key.first].present)
         return "agent " + agent.id + ": allocation to a removed framework";
     }

@@ -294,6 +294,94 @@ TEST(Allocator, RemovingAFrameworkFreesItsResourcesForOthers) {
 // Randomized operation sequences: whatever happens, nothing is offered twice at once (the
 // outstanding offers never exceed an agent's total), and after everything is recovered nothing
 // is leaked.
+TEST(RangeSet, UnionDifferenceContainmentIntersection) {
+  RangeSet r{{31000, 31005}, {31010, 31010}};
+  r.add(31006, 31008);  // touches: merged
+  EXPECT_EQ(r.to_string(), "[31000-31008, 31010-31010]");
+  EXPECT_EQ(r.count(), 10u);
+  r.add(31009, 31009);
+  EXPECT_EQ(r.to_string(), "[31000-31010]");
+  RangeSet used{{31002, 31003}, {31010, 31010}};
+  EXPECT_TRUE(r.contains(used));
+  r.subtract(used);
+  EXPECT_EQ(r.to_string(), "[31000-31001, 31004-31009]");
+  EXPECT_FALSE(r.contains(used));
+  EXPECT_FALSE(r.contains(RangeSet{{31001, 31004}}));
+  EXPECT_TRUE(r.contains(RangeSet{{31004, 31009}}));
+  EXPECT_EQ(r.intersect(RangeSet{{30000, 31000}, {31005, 40000}}).to_string(),
+            "[31000-31000, 31005-31009]");
+  r.subtract(RangeSet{{0, 100000}});
+  EXPECT_TRUE(r.empty());
+  RangeSet wide{{5, 1}};  // reversed bounds are normalised
+  EXPECT_EQ(wide.to_string(), "[1-5]");
+}
+
+TEST(Quantities, RangesTravelWithScalars) {
+  Quantities a{{"cpus", 2}};
+  a.add_ranges("ports", RangeSet{{31000, 31009}});
+  Quantities b{{"cpus", 1}};
+  b.add_ranges("ports", RangeSet{{31000, 31001}});
+  EXPECT_TRUE(a.contains(b));
+  a.subtract(b);
+  EXPECT_EQ(a.to_string(), "cpus:1;ports:[31002-31009]");
+  EXPECT_FALSE(a.contains(b));
+  a.add(b);
+  EXPECT_EQ(a.to_string(), "cpus:2;ports:[31000-31009]");
+  Quantities only_ports;
+  only_ports.add_ranges("ports", RangeSet{{1, 2}});
+  EXPECT_FALSE(only_ports.empty());
+  EXPECT_FALSE(only_ports.has_scalars());
+}
+
+Resources with_ports(double cpus, double mem, RangeSet ports) {
+  Resources r = cpus_mem(cpus, mem);
+  r.pool("").add_ranges("ports", ports);
+  return r;
+}
+
+TEST(Allocator, PortsAreOfferedAllocatedAndReleasedPortByPort) {
+  Allocator al;
+  al.add_agent("a1", with_ports(4, 4096, RangeSet{{31000, 31009}}));
+  al.add_framework("f1", {"*"});
+  auto offers = al.allocate(t0());
+  ASSERT_EQ(offers.size(), 1u);
+  const RangeSet* offered = offers[0].resources.pools().at("").ranges("ports");
+  ASSERT_NE(offered, nullptr);
+  EXPECT_EQ(offered->to_string(), "[31000-31009]");
+  // f1 launches a task on 2 cpus and ports 31000-31002; the rest comes back.
+  Resources task = with_ports(2, 1024, RangeSet{{31000, 31002}});
+  Resources rest = offers[0].resources;
+  rest.subtract(task);
+  EXPECT_EQ(rest.to_string(), "*{cpus:2;mem:3072;ports:[31003-31009]}");
+  al.recover("a1", "f1", "*", rest, t0());
+  al.add_framework("f2", {"*"});
+  offers = al.allocate(t0() + 1s);
+  ASSERT_EQ(offers.size(), 1u);
+  EXPECT_EQ(offers[0].resources.to_string(), "*{cpus:2;mem:3072;ports:[31003-31009]}");
+  EXPECT_EQ(al.check_invariants(), "");
+  // The task ends: its ports are free again and offered with its cpus.
+  al.recover("a1", "f1", "*", task, t0() + 2s);
+  offers = al.allocate(t0() + 2s);
+  ASSERT_EQ(offers.size(), 1u);
+  EXPECT_EQ(offers[0].resources.to_string(), "*{cpus:2;mem:1024;ports:[31000-31002]}");
+  EXPECT_EQ(al.check_invariants(), "");
+}
+
+TEST(Allocator, PortsAloneAreNotOffered) {
+  Allocator al;
+  al.add_agent("a1", with_ports(1, 512, RangeSet{{31000, 31009}}));
+  al.add_framework("f1", {"*"});
+  auto offers = al.allocate(t0());
+  ASSERT_EQ(offers.size(), 1u);
+  // f1 keeps every scalar and no port: the ports stay free but are not offered alone.
+  Resources rest;
+  rest.pool("").add_ranges("ports", RangeSet{{31000, 31009}});
+  al.recover("a1", "f1", "*", rest, t0());
+  al.add_framework("f2", {"*"});
+  EXPECT_TRUE(al.allocate(t0() + 1s).empty());
+  EXPECT_EQ(al.check_invariants(), "");
+}
+
 TEST(Allocator, RandomizedOperationsKeepTheBooksAndLeakNothing) {
   std::mt19937 rng(12345);
   for (int round = 0; round < 20; ++round) {
@@ -302,7 +390,7 @@ TEST(Allocator, RandomizedOperationsKeepTheBooksAndLeakNothing) {
     const int kFws = 5;
     std::vector<std::string> roles = {"*", "eng", "eng/web", "ops", "db"};
     for (int i = 0; i < kAgents; ++i) {
-      Resources r = cpus_mem(1 + i % 4, 1024 * (1 + i % 3));
+      Resources r = with_ports(1 + i % 4, 1024 * (1 + i % 3), RangeSet{{31000, 31000 + i % 7}});
       if (i % 5 == 0) r.pool("db") = Quantities{{"cpus", 1}};
       al.add_agent("a" + std::to_string(i), r);
     }
@@ -312,10 +400,40 @@ TEST(Allocator, RandomizedOperationsKeepTheBooksAndLeakNothing) {
     al.set_role_config("ops", RoleConfig{.weight = 2, .guarantee = Quantities{{"cpus", 3}}});
     al.set_role_config("eng", RoleConfig{.limit = Quantities{{"cpus", 6}}});
     std::vector<Allocation> outstanding;
+    std::vector<Allocation> tasks;  // the used part of accepted offers
     TimePoint now = t0();
     for (int step = 0; step < 300; ++step) {
       now += std::chrono::milliseconds(rng() % 3000);
-      switch (rng() % 8) {
+      switch (rng() % 10) {
+        case 8: {  // accept: a task uses one cpu and one offered port, the rest comes back
+          if (outstanding.empty()) break;
+          size_t i = rng() % outstanding.size();
+          auto o = outstanding[i];
+          outstanding.erase(outstanding.begin() + static_cast<long>(i));
+          Allocation used = o;
+          used.resources = Resources{};
+          for (const auto& [pool, q] : o.resources.pools()) {
+            Quantities take{{"cpus", std::min(1.0, q.get("cpus"))}};
+            if (const RangeSet* ports = q.ranges("ports"); ports && !ports->empty()) {
+              uint64_t p = ports->ranges().front().first + rng() % ports->count();
+              if (ports->contains(RangeSet{{p, p}})) take.add_ranges("ports", RangeSet{{p, p}});
+            }
+            used.resources.pool(pool) = take;
+          }
+          Resources rest = o.resources;
+          rest.subtract(used.resources);
+          al.recover(o.agent_id, o.framework_id, o.role, rest, now, std::chrono::seconds(1));
+          tasks.push_back(used);
+          break;
+        }
+        case 9: {  // a task ends
+          if (tasks.empty()) break;
+          size_t i = rng() % tasks.size();
+          auto t = tasks[i];
+          tasks.erase(tasks.begin() + static_cast<long>(i));
+          al.recover(t.agent_id, t.framework_id, t.role, t.resources, now);
+          break;
+        }
         case 0:
         case 1:
         case 2: {
@@ -346,16 +464,28 @@ TEST(Allocator, RandomizedOperationsKeepTheBooksAndLeakNothing) {
         }
       }
       ASSERT_EQ(al.check_invariants(), "") << "round " << round << " step " << step;
-      // Outstanding offers per agent never exceed its total.
+      // Outstanding offers and tasks per agent never exceed its total, and no port is
+      // handed out twice.
       std::map<std::string, Resources> per_agent;
-      for (const auto& o : outstanding) per_agent[o.agent_id].add(o.resources);
+      std::map<std::string, uint64_t> ports_out;
+      for (const auto* list : {&outstanding, &tasks}) {
+        for (const auto& o : *list) {
+          per_agent[o.agent_id].add(o.resources);
+          for (const auto& [pool, q] : o.resources.pools()) {
+            if (const RangeSet* p = q.ranges("ports")) ports_out[o.agent_id] += p->count();
+          }
+        }
+      }
       for (const auto& [agent, r] : per_agent) {
         ASSERT_TRUE(al.agent_total(agent).contains(r)) << agent << " offered " << r.to_string();
         ASSERT_EQ(al.agent_allocated(agent), r) << agent;
+        const RangeSet* p = r.pools().count("") ? r.pools().at("").ranges("ports") : nullptr;
+        ASSERT_EQ(p ? p->count() : 0u, ports_out[agent]) << agent << ": a port given twice";
       }
     }
     for (const auto& o : outstanding)
       al.recover(o.agent_id, o.framework_id, o.role, o.resources, now);
+    for (const auto& t : tasks) al.recover(t.agent_id, t.framework_id, t.role, t.resources, now);
     for (int i = 0; i < kAgents; ++i) {
       EXPECT_TRUE(al.agent_allocated("a" + std::to_string(i)).empty()) << "leaked on a" << i;
     }

@@ -358,6 +358,107 @@ TEST_F(ClusterTest, FrameworkLaunchesATaskAndAcknowledgementsReachTheAgent) {
   EXPECT_EQ(mj["master/slaves_active"], 1);
 }
 
+// Ports: offered as ranges, a task's ports are taken from the offer and are not offered to
+// anyone else while it runs; GET_STATE (streamed) is the same message in JSON and protobuf.
+TEST_F(ClusterTest, PortsAreOfferedAndATasksPortsAreNotOfferedAgain) {
+  sim::AgentOptions ao;
+  ao.ports = {{31000, 31009}};
+  auto a = agent("host-ports", ao);
+  a->connect();
+  auto ports_of = [](const google::protobuf::RepeatedPtrField<v1::Resource>& rs) {
+    std::string out;
+    for (const auto& r : rs) {
+      if (r.name() != "ports") continue;
+      for (const auto& range : r.ranges().range()) {
+        out += std::to_string(range.begin()) + "-" + std::to_string(range.end()) + " ";
+      }
+    }
+    return out;
+  };
+  auto f = framework();
+  auto launched = std::make_shared<bool>(false);
+  f->on_event([launched](sim::Framework& fw, const Event& e) {
+    if (e.type() == Event::OFFERS) {
+      for (const auto& o : e.offers().offers()) {
+        if (*launched) {  // the rest of the agent is for the second framework
+          fw.call(sim::Framework::decline(o, 3600));
+          continue;
+        }
+        *launched = true;
+        Call c = sim::Framework::launch(o, "web-ports", 1, 256);
+        auto* ti =
+            c.mutable_accept()->mutable_operations(0)->mutable_launch()->mutable_task_infos(0);
+        auto* r = ti->add_resources();
+        r->set_name("ports");
+        r->set_type(v1::Value::RANGES);
+        auto* range = r->mutable_ranges()->add_range();
+        range->set_begin(31000);
+        range->set_end(31001);
+        fw.call(c);
+      }
+    }
+    if (e.type() == Event::UPDATE && !e.update().status().uuid().empty()) {
+      Call ack;
+      ack.set_type(Call::ACKNOWLEDGE);
+      *ack.mutable_acknowledge()->mutable_agent_id() = e.update().status().agent_id();
+      *ack.mutable_acknowledge()->mutable_task_id() = e.update().status().task_id();
+      ack.mutable_acknowledge()->set_uuid(e.update().status().uuid());
+      fw.call(ack);
+    }
+  });
+  f->subscribe();
+  ASSERT_TRUE(eventually([&] { return a->acknowledged() == 1; })) << f->last_error();
+  auto first = offers(*f);
+  ASSERT_GE(first.size(), 1u);
+  EXPECT_EQ(ports_of(first[0].resources()), "31000-31009 ");
+  auto tasks = a->tasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(ports_of(tasks.begin()->second.resources()), "31000-31001 ");
+
+  // A second framework is offered the rest of the agent: the other eight ports.
+  auto g = framework();
+  g->subscribe();
+  ASSERT_TRUE(eventually([&] { return !offers(*g).empty(); })) << g->last_error();
+  EXPECT_EQ(ports_of(offers(*g)[0].resources()), "31002-31009 ");
+
+  // GET_STATE: the streamed JSON is exactly to_json() of the protobuf answer.
+  auto c = client();
+  auto js = c.post("/api/v1", R"({"type":"GET_STATE"})");
+  ASSERT_TRUE(js.ok());
+  http::Request req = http::make_request(http::Verb::post, "/api/v1", R"({"type":"GET_STATE"})",
+                                         "application/json");
+  req.set(http::Field::accept, "application/x-protobuf");
+  auto pb = c.request(std::move(req));
+  ASSERT_TRUE(pb.ok());
+  ASSERT_EQ(pb->result(), http::Status::ok);
+  v1::master::Response from_pb;
+  ASSERT_TRUE(parse_binary(pb->body(), &from_pb).ok());
+  EXPECT_EQ(to_json(from_pb), js->body());
+  ASSERT_EQ(from_pb.get_state().get_tasks().tasks_size(), 1);
+  EXPECT_EQ(ports_of(from_pb.get_state().get_tasks().tasks(0).resources()), "31000-31001 ");
+  ASSERT_EQ(from_pb.get_state().get_agents().agents_size(), 1);
+  const auto& agent_state = from_pb.get_state().get_agents().agents(0);
+  EXPECT_EQ(ports_of(agent_state.total_resources()), "31000-31009 ");
+  EXPECT_EQ(ports_of(agent_state.offered_resources()), "31002-31009 ");
+  EXPECT_EQ(ports_of(agent_state.allocated_resources()), "31000-31001 ");
+  // GET_TASKS likewise, and /state shows the ports the Mesos way.
+  auto jt = c.post("/api/v1", R"({"type":"GET_TASKS"})");
+  ASSERT_TRUE(jt.ok());
+  v1::master::Response tasks_pb;
+  ASSERT_TRUE(parse_json(jt->body(), &tasks_pb).ok());
+  EXPECT_EQ(to_json(tasks_pb), jt->body());
+  auto st = c.get("/state");
+  ASSERT_TRUE(st.ok());
+  auto sj = nlohmann::json::parse(st->body());
+  nlohmann::json task_json;
+  for (const auto& fw : sj["frameworks"]) {
+    if (fw["tasks"].size() == 1) task_json = fw["tasks"][0];
+  }
+  EXPECT_EQ(task_json["resources"]["ports"], "[31000-31001]") << st->body();
+  EXPECT_EQ(task_json["id"], "web-ports");
+  EXPECT_EQ(task_json["state"], "TASK_RUNNING");
+}
+
 TEST_F(ClusterTest, SchedulerApiErrorsAreMesosStyleAndTheMasterStaysUp) {
   auto c = client();
   auto post = [&](const std::string& body, const std::string& ct = "application/json",

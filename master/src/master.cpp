@@ -51,7 +51,13 @@ std::string reservation_role(const v1::Resource& r) {
 Resources to_pools(const google::protobuf::RepeatedPtrField<v1::Resource>& resources) {
   Resources out;
   for (const auto& r : resources) {
-    if (!r.has_scalar()) continue;  // ranges and sets: not allocated yet
+    if (r.type() == v1::Value::RANGES || (!r.has_type() && r.has_ranges())) {
+      RangeSet set;
+      for (const auto& range : r.ranges().range()) set.add(range.begin(), range.end());
+      out.pool(reservation_role(r)).add_ranges(r.name(), set);
+      continue;
+    }
+    if (!r.has_scalar()) continue;  // sets: not allocated yet
     if (r.has_type() && r.type() != v1::Value::SCALAR) continue;
     Quantities& pool = out.pool(reservation_role(r));
     pool.set(r.name(), pool.get(r.name()) + r.scalar().value());
@@ -71,6 +77,22 @@ google::protobuf::RepeatedPtrField<v1::Resource> to_proto(const Resources& pools
       r->set_type(v1::Value::SCALAR);
       // Mesos rounds scalars to three decimals on the wire.
       r->mutable_scalar()->set_value(std::round(value * 1000.0) / 1000.0);
+      if (!role.empty()) {
+        auto* res = r->add_reservations();
+        res->set_type(v1::Resource::ReservationInfo::DYNAMIC);
+        res->set_role(role);
+      }
+      if (!allocation_role.empty()) r->mutable_allocation_info()->set_role(allocation_role);
+    }
+    for (const auto& [name, set] : q.range_items()) {
+      v1::Resource* r = out.Add();
+      r->set_name(name);
+      r->set_type(v1::Value::RANGES);
+      for (const auto& [b, e] : set.ranges()) {
+        auto* range = r->mutable_ranges()->add_range();
+        range->set_begin(b);
+        range->set_end(e);
+      }
       if (!role.empty()) {
         auto* res = r->add_reservations();
         res->set_type(v1::Resource::ReservationInfo::DYNAMIC);
@@ -354,10 +376,10 @@ http::Router MasterImpl::routes() {
     return http::json_response(http::Status::ok, metrics_snapshot());
   });
   r.add(http::Verb::get, "/state", [this](const http::Request&) {
-    return http::json_response(http::Status::ok, state_json());
+    return http::make_response(http::Status::ok, state_json(), "application/json");
   });
   r.add(http::Verb::get, "/master/state", [this](const http::Request&) {
-    return http::json_response(http::Status::ok, state_json());
+    return http::make_response(http::Status::ok, state_json(), "application/json");
   });
   r.add(http::Verb::post, "/api/v1", [this, &requests](std::shared_ptr<http::Exchange> ex) {
     requests.inc();

@@ -29,11 +29,12 @@
 
 namespace corral::master {
 
+class JsonWriter;
 namespace internal = v1::internal;
 using SteadyClock = std::chrono::steady_clock;
 using TaskKey = std::pair<std::string, std::string>;  // (framework id, task id)
 
-// Scalar resources of a proto list in the allocator's pools (ranges and sets are not
+// Scalar and range resources (ports) of a proto list in the allocator's pools (sets are not
 // allocated by Corral yet and are left out).
 Resources to_pools(const google::protobuf::RepeatedPtrField<v1::Resource>& resources);
 // The pools back as Mesos resources; `allocation_role` sets allocation_info when non-empty.
@@ -171,7 +172,13 @@ class MasterImpl {
   v1::master::Response::GetFrameworks get_frameworks() const;
   v1::master::Response::GetTasks get_tasks() const;
   v1::master::Response::GetRoles get_roles() const;
-  nlohmann::json state_json() const;
+  // Streamed answers for the large reads (json_writer.hpp): GetTasks / GetState as JSON, and
+  // their binary encodings, without copying the tasks into a Response first.
+  void write_tasks_json(JsonWriter& w) const;
+  void write_state_json(JsonWriter& w) const;
+  std::string tasks_protobuf() const;
+  std::string state_protobuf() const;
+  std::string state_json() const;  // GET /state
   nlohmann::json metrics_snapshot() const;
   void operator_event(const v1::master::Event& event);
 

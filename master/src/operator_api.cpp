@@ -1,8 +1,11 @@
 // The Mesos v1 operator API (POST /api/v1), GET /state and /metrics/snapshot
 // (docs/api/operator.md).
+#include <array>
+
 #include "corral/common/log.hpp"
 #include "corral/common/recordio.hpp"
 #include "corral/common/version.hpp"
+#include "json_writer.hpp"
 #include "master_impl.hpp"
 
 namespace corral::master {
@@ -21,9 +24,11 @@ Quantities scalars_of(const google::protobuf::Map<std::string, v1::Value::Scalar
   return q;
 }
 
+// Scalars as numbers, ranges as Mesos writes them in /state: "ports": "[31000-31005]".
 nlohmann::json quantities_json(const Quantities& q) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [n, v] : q.items()) j[n] = v;
+  for (const auto& [n, r] : q.range_items()) j[n] = r.to_string();
   return j;
 }
 
@@ -31,8 +36,7 @@ nlohmann::json quantities_json(const Quantities& q) {
 
 void MasterImpl::operator_event(const v1::master::Event& event) {
   if (operator_streams_.empty()) return;
-  std::string json_chunk = recordio_encode(to_json(event));
-  std::string pb_chunk;
+  std::string json_chunk = recordio_encode(fast_json(event));
   for (auto it = operator_streams_.begin(); it != operator_streams_.end();) {
     if (!(*it)->is_open()) {
       it = operator_streams_.erase(it);
@@ -114,6 +118,109 @@ OpResponse::GetTasks MasterImpl::get_tasks() const {
   }
   for (const auto& t : completed_tasks_) *out.add_completed_tasks() = t;
   return out;
+}
+
+// GetTasks written straight from tasks_ (no copy of the Task messages): the same bytes as
+// to_json(get_tasks()). Keys in nlohmann's (sorted) order; empty lists are left out.
+void MasterImpl::write_tasks_json(JsonWriter& w) const {
+  enum Kind { kCompleted, kActive, kUnreachable };
+  auto kind_of = [](const v1::Task& t) {
+    if (t.state() == v1::TASK_UNREACHABLE) return kUnreachable;
+    return is_terminal(t.state()) ? kCompleted : kActive;
+  };
+  size_t counts[3] = {0, 0, 0};
+  for (const auto& [key, t] : tasks_) counts[kind_of(t.task)]++;
+  counts[kCompleted] += completed_tasks_.size();
+  w.raw('{');
+  bool first_list = true;
+  auto list = [&](Kind kind, std::string_view key) {
+    if (counts[kind] == 0) return;
+    if (!first_list) w.raw(',');
+    first_list = false;
+    w.raw(key);
+    w.raw('[');
+    bool first = true;
+    auto one = [&](const v1::Task& t) {
+      if (!first) w.raw(',');
+      first = false;
+      w.message(t);
+    };
+    for (const auto& [key, t] : tasks_) {
+      if (kind_of(t.task) == kind) one(t.task);
+    }
+    if (kind == kCompleted) {
+      for (const auto& t : completed_tasks_) one(t);
+    }
+    w.raw(']');
+  };
+  list(kCompleted, "\"completed_tasks\":");
+  list(kActive, "\"tasks\":");
+  list(kUnreachable, "\"unreachable_tasks\":");
+  w.raw('}');
+}
+
+// GetState as JSON; the same bytes as to_json() of the GetState message built from
+// get_agents(), get_frameworks() and get_tasks().
+void MasterImpl::write_state_json(JsonWriter& w) const {
+  w.raw("{\"get_agents\":");
+  w.message(get_agents());
+  w.raw(",\"get_executors\":{},\"get_frameworks\":");
+  w.message(get_frameworks());
+  w.raw(",\"get_tasks\":");
+  write_tasks_json(w);
+  w.raw('}');
+}
+
+namespace {
+
+// Protobuf encoding by hand for the large answers: a length-delimited field's key and length.
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out += static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  out += static_cast<char>(v);
+}
+
+void put_submessage(std::string& out, int field_number, std::string_view bytes) {
+  put_varint(out, (static_cast<uint64_t>(field_number) << 3) | 2);
+  put_varint(out, bytes.size());
+  out.append(bytes);
+}
+
+void put_message(std::string& out, int field_number, const google::protobuf::Message& m) {
+  put_varint(out, (static_cast<uint64_t>(field_number) << 3) | 2);
+  put_varint(out, m.ByteSizeLong());
+  m.AppendToString(&out);
+}
+
+}  // namespace
+
+// GetTasks in the binary encoding, serialized task by task from tasks_ (parses as the message
+// get_tasks() returns).
+std::string MasterImpl::tasks_protobuf() const {
+  std::string out;
+  for (const auto& [key, t] : tasks_) {
+    int field = t.task.state() == v1::TASK_UNREACHABLE
+                    ? OpResponse::GetTasks::kUnreachableTasksFieldNumber
+                : is_terminal(t.task.state()) ? OpResponse::GetTasks::kCompletedTasksFieldNumber
+                                              : OpResponse::GetTasks::kTasksFieldNumber;
+    put_message(out, field, t.task);
+  }
+  for (const auto& t : completed_tasks_) {
+    put_message(out, OpResponse::GetTasks::kCompletedTasksFieldNumber, t);
+  }
+  return out;
+}
+
+std::string MasterImpl::state_protobuf() const {
+  using GS = OpResponse::GetState;
+  std::string state;
+  put_message(state, GS::kGetAgentsFieldNumber, get_agents());
+  put_message(state, GS::kGetFrameworksFieldNumber, get_frameworks());
+  put_submessage(state, GS::kGetExecutorsFieldNumber, "");
+  put_submessage(state, GS::kGetTasksFieldNumber, tasks_protobuf());
+  return state;
 }
 
 OpResponse::GetRoles MasterImpl::get_roles() const {
@@ -198,7 +305,7 @@ nlohmann::json MasterImpl::metrics_snapshot() const {
 }
 
 // The Mesos /state JSON (the subset tools read: frameworks, slaves, tasks, resources).
-nlohmann::json MasterImpl::state_json() const {
+std::string MasterImpl::state_json() const {
   auto res_json = [](const Resources& r) {
     nlohmann::json j = quantities_json(r.total());
     for (const char* n : {"cpus", "mem", "disk", "gpus"}) {
@@ -245,38 +352,41 @@ nlohmann::json MasterImpl::state_json() const {
          {"attributes", attrs},
          {"state", a.state == AgentRec::State::kReachable ? "ACTIVE" : "DISCONNECTED"}});
   }
-  auto task_json = [](const v1::Task& t) {
-    nlohmann::json j = to_json_value(t);
-    j["id"] = t.task_id().value();
-    j["framework_id"] = t.framework_id().value();
-    j["slave_id"] = t.agent_id().value();
-    j["state"] = v1::TaskState_Name(t.state());
-    Resources r = to_pools(t.resources());
-    nlohmann::json res = quantities_json(r.total());
-    for (const char* n : {"cpus", "mem", "disk", "gpus"}) {
-      if (!res.contains(n)) res[n] = 0.0;
-    }
-    j["resources"] = res;
-    return j;
+  // Tasks are the bulk (100,000 at scale): each is streamed (json_writer.hpp) as the Task's
+  // JSON with Mesos's /state keys set on it: id, framework_id, slave_id, state and resources as
+  // an object of scalars.
+  auto write_task = [&](JsonWriter& w, const v1::Task& t) {
+    Quantities q = to_pools(t.resources()).total();
+    std::string res_text = res_json(Resources{q}).dump();
+    auto text = [](const std::string& s) {
+      std::string out;
+      JsonWriter(out).string(s);
+      return out;
+    };
+    w.message(t, JsonWriter::Extra{{"framework_id", text(t.framework_id().value())},
+                                   {"id", text(t.task_id().value())},
+                                   {"resources", std::move(res_text)},
+                                   {"slave_id", text(t.agent_id().value())},
+                                   {"state", text(v1::TaskState_Name(t.state()))}});
   };
   nlohmann::json frameworks = nlohmann::json::array();
+  std::vector<std::array<std::vector<const v1::Task*>, 3>> framework_tasks;
   for (const auto& [id, f] : frameworks_) {
-    nlohmann::json tasks = nlohmann::json::array();
-    nlohmann::json unreachable = nlohmann::json::array();
-    nlohmann::json completed = nlohmann::json::array();
+    std::array<std::vector<const v1::Task*>, 3> lists;  // tasks, unreachable, completed
     Resources used;
     for (const auto& key : f.tasks) {
       auto t = tasks_.find(key);
       if (t == tasks_.end()) continue;
       if (t->second.task.state() == v1::TASK_UNREACHABLE) {
-        unreachable.push_back(task_json(t->second.task));
+        lists[1].push_back(&t->second.task);
       } else if (is_terminal(t->second.task.state())) {
-        completed.push_back(task_json(t->second.task));
+        lists[2].push_back(&t->second.task);
       } else {
-        tasks.push_back(task_json(t->second.task));
+        lists[0].push_back(&t->second.task);
         used.add(t->second.resources);
       }
     }
+    framework_tasks.push_back(std::move(lists));
     Resources offered;
     nlohmann::json offers = nlohmann::json::array();
     for (const auto& o : f.offers) {
@@ -307,9 +417,6 @@ nlohmann::json MasterImpl::state_json() const {
                           {"resources", res_json(used)},
                           {"used_resources", res_json(used)},
                           {"offered_resources", res_json(offered)},
-                          {"tasks", tasks},
-                          {"unreachable_tasks", unreachable},
-                          {"completed_tasks", completed},
                           {"offers", offers}});
   }
   nlohmann::json completed_frameworks = nlohmann::json::array();
@@ -326,20 +433,45 @@ nlohmann::json MasterImpl::state_json() const {
   }
   auto eps = server_->endpoints();
   std::string hostport = eps.empty() ? config_.listen : eps[0].to_string();
-  return {{"version", kVersion},
-          {"id", master_id_},
-          {"pid", "master@" + hostport},
-          {"hostname", master_info().hostname()},
-          {"cluster", config_.cluster},
-          {"leader", "master@" + hostport},
-          {"start_time", std::chrono::duration<double>(started_.time_since_epoch()).count()},
-          {"elected_time", std::chrono::duration<double>(started_.time_since_epoch()).count()},
-          {"activated_slaves", activated},
-          {"deactivated_slaves", deactivated},
-          {"slaves", slaves},
-          {"frameworks", frameworks},
-          {"completed_frameworks", completed_frameworks},
-          {"unregistered_frameworks", nlohmann::json::array()}};
+  nlohmann::json top = {
+      {"version", kVersion},
+      {"id", master_id_},
+      {"pid", "master@" + hostport},
+      {"hostname", master_info().hostname()},
+      {"cluster", config_.cluster},
+      {"leader", "master@" + hostport},
+      {"start_time", std::chrono::duration<double>(started_.time_since_epoch()).count()},
+      {"elected_time", std::chrono::duration<double>(started_.time_since_epoch()).count()},
+      {"activated_slaves", activated},
+      {"deactivated_slaves", deactivated},
+      {"slaves", slaves},
+      {"completed_frameworks", completed_frameworks},
+      {"unregistered_frameworks", nlohmann::json::array()}};
+  std::string body;
+  JsonWriter w(body);
+  w.object(top, {{"frameworks", [&](JsonWriter& out) {
+                    out.raw('[');
+                    for (size_t i = 0; i < frameworks.size(); ++i) {
+                      if (i > 0) out.raw(',');
+                      auto list = [&](size_t which) {
+                        return [&, which](JsonWriter& lw) {
+                          lw.raw('[');
+                          bool first = true;
+                          for (const v1::Task* t : framework_tasks[i][which]) {
+                            if (!first) lw.raw(',');
+                            first = false;
+                            write_task(lw, *t);
+                          }
+                          lw.raw(']');
+                        };
+                      };
+                      out.object(frameworks[i], {{"completed_tasks", list(2)},
+                                                 {"tasks", list(0)},
+                                                 {"unreachable_tasks", list(1)}});
+                    }
+                    out.raw(']');
+                  }}});
+  return body;
 }
 
 void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
@@ -426,13 +558,23 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
           std::chrono::duration<double>(started_.time_since_epoch()).count());
       r.mutable_get_master()->set_elected_time(r.get_master().start_time());
       return reply(r);
-    case OpCall::GET_STATE:
-      r.set_type(OpResponse::GET_STATE);
-      *r.mutable_get_state()->mutable_get_agents() = get_agents();
-      *r.mutable_get_state()->mutable_get_frameworks() = get_frameworks();
-      *r.mutable_get_state()->mutable_get_tasks() = get_tasks();
-      r.mutable_get_state()->mutable_get_executors();
-      return reply(r);
+    case OpCall::GET_STATE: {
+      // Streamed from the master's structures (no Response copy of 100,000 tasks): the same
+      // bytes as serializing the Response message.
+      std::string body;
+      if (*out == WireFormat::kJson) {
+        JsonWriter w(body);
+        w.raw("{\"get_state\":");
+        write_state_json(w);
+        w.raw(",\"type\":\"GET_STATE\"}");
+      } else {
+        put_varint(body, (OpResponse::kTypeFieldNumber << 3) | 0);
+        put_varint(body, OpResponse::GET_STATE);
+        put_submessage(body, OpResponse::kGetStateFieldNumber, state_protobuf());
+      }
+      return ex->respond(http::make_response(http::Status::ok, std::move(body),
+                                             content_type_of(*out), req.version()));
+    }
     case OpCall::GET_AGENTS:
       r.set_type(OpResponse::GET_AGENTS);
       *r.mutable_get_agents() = get_agents();
@@ -441,10 +583,21 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
       r.set_type(OpResponse::GET_FRAMEWORKS);
       *r.mutable_get_frameworks() = get_frameworks();
       return reply(r);
-    case OpCall::GET_TASKS:
-      r.set_type(OpResponse::GET_TASKS);
-      *r.mutable_get_tasks() = get_tasks();
-      return reply(r);
+    case OpCall::GET_TASKS: {
+      std::string body;
+      if (*out == WireFormat::kJson) {
+        JsonWriter w(body);
+        w.raw("{\"get_tasks\":");
+        write_tasks_json(w);
+        w.raw(",\"type\":\"GET_TASKS\"}");
+      } else {
+        put_varint(body, (OpResponse::kTypeFieldNumber << 3) | 0);
+        put_varint(body, OpResponse::GET_TASKS);
+        put_submessage(body, OpResponse::kGetTasksFieldNumber, tasks_protobuf());
+      }
+      return ex->respond(http::make_response(http::Status::ok, std::move(body),
+                                             content_type_of(*out), req.version()));
+    }
     case OpCall::GET_EXECUTORS:
       r.set_type(OpResponse::GET_EXECUTORS);
       r.mutable_get_executors();
@@ -630,15 +783,15 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
       http::Response head(http::Status::ok, req.version());
       head.set(http::Field::content_type, content_type_of(WireFormat::kJson));
       auto w = ex->start_stream(std::move(head));
-      v1::master::Event ev;
-      ev.set_type(v1::master::Event::SUBSCRIBED);
-      auto* st = ev.mutable_subscribed()->mutable_get_state();
-      *st->mutable_get_agents() = get_agents();
-      *st->mutable_get_frameworks() = get_frameworks();
-      *st->mutable_get_tasks() = get_tasks();
-      ev.mutable_subscribed()->set_heartbeat_interval_seconds(
-          std::chrono::duration<double>(config_.framework_heartbeat_interval).count());
-      w->write_chunk(recordio_encode(to_json(ev)));
+      // {"subscribed":{"get_state":...,"heartbeat_interval_seconds":N},"type":"SUBSCRIBED"}
+      std::string event;
+      JsonWriter jw(event);
+      jw.raw("{\"subscribed\":{\"get_state\":");
+      write_state_json(jw);
+      jw.raw(",\"heartbeat_interval_seconds\":");
+      jw.number(std::chrono::duration<double>(config_.framework_heartbeat_interval).count());
+      jw.raw("},\"type\":\"SUBSCRIBED\"}");
+      w->write_chunk(recordio_encode(event));
       operator_streams_.push_back(w);
       return;
     }

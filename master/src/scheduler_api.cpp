@@ -494,6 +494,12 @@ void MasterImpl::accept(FrameworkRec& fw, const std::string& fw_id,
             invalid("Task needs a command, an executor or a container");
             continue;
           }
+          bool too_many_ranges = false;
+          for (const auto& r : ti.resources()) too_many_ranges |= r.ranges().range_size() > 1024;
+          if (too_many_ranges) {
+            invalid("Task has a resource with more than 1024 ranges");
+            continue;
+          }
           Resources need = to_pools(ti.resources());
           if (need.empty()) {
             invalid("Task uses no resources; give it at least cpus or mem");
@@ -534,10 +540,12 @@ void MasterImpl::accept(FrameworkRec& fw, const std::string& fw_id,
           *run.mutable_run_task()->mutable_framework() = fw.info;
           *run.mutable_run_task()->mutable_task() = std::move(launch);
           send_agent(agent, run);
-          v1::master::Event ev;
-          ev.set_type(v1::master::Event::TASK_ADDED);
-          *ev.mutable_task_added()->mutable_task() = t;
-          operator_event(ev);
+          if (!operator_streams_.empty()) {
+            v1::master::Event ev;
+            ev.set_type(v1::master::Event::TASK_ADDED);
+            *ev.mutable_task_added()->mutable_task() = t;
+            operator_event(ev);
+          }
         }
         break;
       }

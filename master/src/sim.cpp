@@ -52,6 +52,52 @@ struct CallQueue {
   }
 };
 
+// Opens the long-lived event stream of a simulated agent (REGISTER) or framework (SUBSCRIBE):
+// a 200 head carries the stream id in `id_header`; the body is RecordIO of `Event` messages,
+// each handed to self->handle(). `flag` (connected / subscribed) is cleared when the stream
+// ends, and set by the 200 head when `flag_on_head`. The callbacks hold the state weakly: the
+// state holds the stream.
+template <typename Event, typename S>
+std::shared_ptr<http::ClientStream> open_event_stream(const std::shared_ptr<S>& self,
+                                                      http::Request req, const char* id_header,
+                                                      const char* what, bool S::*flag,
+                                                      bool flag_on_head) {
+  std::weak_ptr<S> weak = self;
+  self->decoder = RecordIoDecoder();
+  http::StreamCallbacks cb;
+  cb.on_head = [weak, id_header, what, flag, flag_on_head](const http::Response& head) {
+    auto s = weak.lock();
+    if (!s) return false;
+    std::lock_guard lock(s->mu);
+    if (head.result() != http::Status::ok) {
+      s->error = std::to_string(head.result_int()) + " on " + what;
+      return false;
+    }
+    s->stream_id = std::string(head[id_header]);
+    if (flag_on_head) (*s).*flag = true;
+    return true;
+  };
+  cb.on_data = [weak](std::string_view data) {
+    auto s = weak.lock();
+    if (!s) return false;
+    auto records = s->decoder.feed(data);
+    if (!records) return false;
+    for (const auto& rec : *records) {
+      Event ev;
+      if (!parse_message(fmt(s->opts.protobuf), rec, &ev)) continue;
+      s->handle(ev);
+    }
+    return true;
+  };
+  cb.on_end = [weak, flag](Result<void>) {
+    auto s = weak.lock();
+    if (!s) return;
+    std::lock_guard lock(s->mu);
+    (*s).*flag = false;
+  };
+  return self->client.stream(std::move(req), std::move(cb));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -141,7 +187,7 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
     using E = v1::internal::AgentEvent;
     {
       std::lock_guard lock(mu);
-      events.push_back(ev);
+      if (opts.record_events) events.push_back(ev);
       if (ev.type() == E::REGISTERED) id = ev.registered().agent_id().value();
       if (ev.type() == E::REREGISTERED) id = ev.reregistered().agent_id().value();
       if (ev.type() == E::ERROR) error = ev.error().message();
@@ -217,6 +263,16 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
     add("cpus", opts.cpus);
     add("mem", opts.mem);
     add("disk", opts.disk);
+    if (!opts.ports.empty()) {
+      auto* r = info.add_resources();
+      r->set_name("ports");
+      r->set_type(v1::Value::RANGES);
+      for (const auto& [b, e] : opts.ports) {
+        auto* range = r->mutable_ranges()->add_range();
+        range->set_begin(b);
+        range->set_end(e);
+      }
+    }
     if (known_id.empty()) {
       call.set_type(v1::internal::AgentCall::REGISTER);
       *call.mutable_register_()->mutable_agent_info() = info;
@@ -234,40 +290,9 @@ struct Agent::State : std::enable_shared_from_this<Agent::State> {
     }
     auto req = http::make_request(http::Verb::post, "/api/v1/agent", body(call),
                                   content_type_of(fmt(opts.protobuf)));
-    std::weak_ptr<State> weak = shared_from_this();
-    decoder = RecordIoDecoder();
-    http::StreamCallbacks cb;
-    cb.on_head = [weak](const http::Response& head) {
-      auto self = weak.lock();
-      if (!self) return false;
-      std::lock_guard lock(self->mu);
-      if (head.result() != http::Status::ok) {
-        self->error = std::to_string(head.result_int()) + " on register";
-        return false;
-      }
-      self->stream_id = std::string(head["Corral-Agent-Stream-Id"]);
-      self->connected = true;
-      return true;
-    };
-    cb.on_data = [weak](std::string_view data) {
-      auto self = weak.lock();
-      if (!self) return false;
-      auto records = self->decoder.feed(data);
-      if (!records) return false;
-      for (const auto& rec : *records) {
-        v1::internal::AgentEvent ev;
-        if (!parse_message(fmt(self->opts.protobuf), rec, &ev)) continue;
-        self->handle(ev);
-      }
-      return true;
-    };
-    cb.on_end = [weak](Result<void>) {
-      auto self = weak.lock();
-      if (!self) return;
-      std::lock_guard lock(self->mu);
-      self->connected = false;
-    };
-    stream = client.stream(std::move(req), std::move(cb));
+    stream = open_event_stream<v1::internal::AgentEvent>(shared_from_this(), std::move(req),
+                                                         "Corral-Agent-Stream-Id", "register",
+                                                         &State::connected, /*flag_on_head=*/true);
   }
 };
 
@@ -403,55 +428,27 @@ struct Framework::State : std::enable_shared_from_this<Framework::State> {
                                   serialize_message(fmt(opts.protobuf), c),
                                   content_type_of(fmt(opts.protobuf)));
     req.set(http::Field::accept, content_type_of(fmt(opts.protobuf)));
-    std::weak_ptr<State> weak = shared_from_this();
-    decoder = RecordIoDecoder();
-    http::StreamCallbacks cb;
-    cb.on_head = [weak](const http::Response& head) {
-      auto self = weak.lock();
-      if (!self) return false;
-      std::lock_guard lock(self->mu);
-      if (head.result() != http::Status::ok) {
-        self->error = std::to_string(head.result_int()) + " on SUBSCRIBE";
-        return false;
+    stream = open_event_stream<v1::scheduler::Event>(shared_from_this(), std::move(req),
+                                                     "Mesos-Stream-Id", "SUBSCRIBE",
+                                                     &State::subscribed, /*flag_on_head=*/false);
+  }
+
+  // Every event is recorded, then given to the handler (outside the lock).
+  void handle(const v1::scheduler::Event& ev) {
+    EventHandler h;
+    Framework* handler_owner = nullptr;
+    {
+      std::lock_guard lock(mu);
+      if (opts.record_events) events.push_back(ev);
+      if (ev.type() == v1::scheduler::Event::SUBSCRIBED) {
+        id = ev.subscribed().framework_id().value();
+        subscribed = true;
       }
-      self->stream_id = std::string(head["Mesos-Stream-Id"]);
-      return true;
-    };
-    cb.on_data = [weak](std::string_view data) {
-      auto self = weak.lock();
-      if (!self) return false;
-      auto records = self->decoder.feed(data);
-      if (!records) return false;
-      for (const auto& rec : *records) {
-        v1::scheduler::Event ev;
-        if (!parse_message(fmt(self->opts.protobuf), rec, &ev)) continue;
-        EventHandler h;
-        {
-          std::lock_guard lock(self->mu);
-          self->events.push_back(ev);
-          if (ev.type() == v1::scheduler::Event::SUBSCRIBED) {
-            self->id = ev.subscribed().framework_id().value();
-            self->subscribed = true;
-          }
-          if (ev.type() == v1::scheduler::Event::ERROR) self->error = ev.error().message();
-          h = self->handler;
-        }
-        Framework* owner = nullptr;
-        {
-          std::lock_guard lock(self->mu);
-          owner = self->owner;
-        }
-        if (h && owner) h(*owner, ev);
-      }
-      return true;
-    };
-    cb.on_end = [weak](Result<void>) {
-      auto self = weak.lock();
-      if (!self) return;
-      std::lock_guard lock(self->mu);
-      self->subscribed = false;
-    };
-    stream = client.stream(std::move(req), std::move(cb));
+      if (ev.type() == v1::scheduler::Event::ERROR) error = ev.error().message();
+      h = handler;
+      handler_owner = owner;
+    }
+    if (h && handler_owner) h(*handler_owner, ev);
   }
 };
 

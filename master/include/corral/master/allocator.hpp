@@ -9,9 +9,11 @@
 // an offer; everything allocated stays allocated (offered or used by tasks) until the master
 // gives it back with recover().
 //
-// Resources are scalar quantities by name (cpus, mem, disk, gpus, ...) in pools: the
-// unreserved pool ("") and one pool per reservation role. A role may use the unreserved pool
-// and the pools reserved for itself or any of its ancestors.
+// Resources are scalar quantities by name (cpus, mem, disk, gpus, ...) and ranges by name
+// (ports: [31000-32000]) in pools: the unreserved pool ("") and one pool per reservation role.
+// Ranges are offered, allocated and recovered like scalars, port by port; they count for
+// nothing in the dominant share (as in Mesos), and ranges alone are never offered. A role may use
+// the unreserved pool and the pools reserved for itself or any of its ancestors.
 //
 // Incremental: a cycle re-examines only agents marked dirty since the last one (resources
 // recovered or added, a filter expired, a reservation changed). Events that can change who
@@ -34,7 +36,29 @@ namespace corral::master {
 using AllocatorClock = std::chrono::steady_clock;
 using TimePoint = AllocatorClock::time_point;
 
-// Scalar quantities by resource name; a small sorted vector (agents have a handful of names).
+// Sorted, disjoint, non-adjacent inclusive intervals of integers ([31000-31005, 31010-31010]).
+class RangeSet {
+ public:
+  using Range = std::pair<uint64_t, uint64_t>;  // [first, second], first <= second
+  RangeSet() = default;
+  RangeSet(std::initializer_list<Range> ranges);
+  void add(uint64_t begin, uint64_t end);
+  void add(const RangeSet& other);
+  void subtract(const RangeSet& other);
+  bool contains(const RangeSet& other) const;
+  RangeSet intersect(const RangeSet& other) const;
+  bool empty() const { return ranges_.empty(); }
+  uint64_t count() const;  // how many integers
+  const std::vector<Range>& ranges() const { return ranges_; }
+  std::string to_string() const;  // "[31000-31005, 31010-31010]"
+  bool operator==(const RangeSet& other) const { return ranges_ == other.ranges_; }
+
+ private:
+  std::vector<Range> ranges_;
+};
+
+// Scalar quantities and range sets by resource name; small sorted vectors (agents have a
+// handful of names).
 class Quantities {
  public:
   Quantities() = default;
@@ -46,15 +70,24 @@ class Quantities {
   // Subtracts, clamping at zero (callers check contains() first where it matters).
   void subtract(const Quantities& other);
   bool contains(const Quantities& other) const;
-  // Element-wise minimum (names missing on either side are dropped).
+  // Element-wise minimum (names missing on either side are dropped); ranges intersected.
   Quantities min(const Quantities& other) const;
-  bool empty() const;  // no positive quantity
+  bool empty() const;  // no positive quantity and no range
+  bool has_scalars() const { return !items_.empty(); }
+  // Scalars only (what shares, quota and the scalar views are made of).
   const std::vector<std::pair<std::string, double>>& items() const { return items_; }
-  std::string to_string() const;  // "cpus:2;mem:1024"
+  // Ranges by name.
+  const RangeSet* ranges(const std::string& name) const;
+  void add_ranges(const std::string& name, const RangeSet& r);
+  const std::vector<std::pair<std::string, RangeSet>>& range_items() const { return ranges_; }
+  // Only the scalars / only the ranges.
+  Quantities scalars() const;
+  std::string to_string() const;  // "cpus:2;mem:1024;ports:[31000-31005]"
   bool operator==(const Quantities& other) const;
 
  private:
   std::vector<std::pair<std::string, double>> items_;
+  std::vector<std::pair<std::string, RangeSet>> ranges_;  // sorted by name, none empty
 };
 
 // Quantities by pool: "" is unreserved, otherwise the reservation's role.

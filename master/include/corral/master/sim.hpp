@@ -26,10 +26,15 @@ struct AgentOptions {
   double cpus = 4;
   double mem = 4096;
   double disk = 10240;
+  // "ports" ranges the agent offers, e.g. {{31000, 31009}} (none by default).
+  std::vector<std::pair<uint64_t, uint64_t>> ports;
   // RUN_TASK is answered with TASK_RUNNING (and KILL_TASK with TASK_KILLED) at once.
   bool auto_run = true;
   bool auto_pong = true;
   bool protobuf = true;  // wire format of the link (the real agent uses protobuf)
+  // Keep every event for events() (tests); the scale tool turns it off (memory and CPU of the
+  // load generator, which shares the machine with the master it measures).
+  bool record_events = true;
 };
 
 class Agent {
@@ -69,7 +74,8 @@ struct FrameworkOptions {
   std::vector<std::string> roles = {"*"};
   double failover_timeout = 0;
   bool partition_aware = false;
-  bool protobuf = false;  // JSON by default, like most Mesos client libraries
+  bool protobuf = false;      // JSON by default, like most Mesos client libraries
+  bool record_events = true;  // as AgentOptions::record_events
 };
 
 class Framework {
