@@ -73,11 +73,13 @@ class AckingMaster {
         if (call.type() == internal::AgentCall::REGISTER) {
           ev.set_type(internal::AgentEvent::REGISTERED);
           ev.mutable_registered()->mutable_agent_id()->set_value("bench-agent");
-          ev.mutable_registered()->set_heartbeat_interval_seconds(15);
+          ev.mutable_registered()->set_heartbeat_interval_seconds(
+              3600);  // this master sends no PINGs
         } else {
           ev.set_type(internal::AgentEvent::REREGISTERED);
           *ev.mutable_reregistered()->mutable_agent_id() = call.agent_id();
-          ev.mutable_reregistered()->set_heartbeat_interval_seconds(15);
+          ev.mutable_reregistered()->set_heartbeat_interval_seconds(
+              3600);  // this master sends no PINGs
         }
         stream_->write_chunk(recordio_encode(to_binary(ev)));
         signal([&] {
@@ -146,7 +148,7 @@ class AckingMaster {
         auto* f = ev.mutable_run_task()->mutable_framework();
         f->mutable_id()->set_value("bench");
         f->set_name("bench");
-        f->set_user("root");
+        f->set_user("");  // the policy's default user (nobody)
         auto* t = ev.mutable_run_task()->mutable_task();
         t->set_name("t" + std::to_string(i));
         t->mutable_task_id()->set_value("t" + std::to_string(i));
