@@ -69,10 +69,10 @@ struct AgentConfig {
   double gc_disk_watermark = 0.90;  // above this fraction of the disk used, oldest go first
   std::chrono::milliseconds gc_interval{60'000};
   // [images] the image store for tasks in Docker/OCI images (docs/images.md)
-  std::filesystem::path image_store;             // default /var/lib/corral/images
-  std::vector<std::string> insecure_registries;  // "host:port" reached over plain HTTP
-  std::filesystem::path registry_credentials;    // Docker config.json style auths
-  std::filesystem::path registry_ca_file;        // PEM CAs of TLS registries (else system)
+  std::filesystem::path image_store;                     // default /var/lib/corral/images
+  std::vector<std::string> insecure_registries;          // "host:port" reached over plain HTTP
+  std::filesystem::path registry_credentials;            // Docker config.json style auths
+  std::filesystem::path registry_ca_file;                // PEM CAs of TLS registries (else system)
   std::map<std::string, std::string> registry_ca_files;  // [images.ca_files] "host:port" = PEM
   // [master_link]
   std::chrono::milliseconds backoff_min{1'000};
