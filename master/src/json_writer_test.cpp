@@ -41,7 +41,7 @@ v1::Task full_task() {
     s->mutable_task_id()->set_value("task-1");
     s->set_state(i % 2 ? v1::TASK_RUNNING : v1::TASK_STARTING);
     s->set_timestamp(1.7e9 + i * 0.123456789);
-    s->set_uuid(std::string("\x00\xff\x10 uuid bytes", 16).substr(0, 12 + i));
+    s->set_uuid(std::string("\x00\xff\x10 uuid bytes!!", 16).substr(0, 12 + i));
     s->set_source(v1::TaskStatus::SOURCE_EXECUTOR);
     s->set_healthy(i == 3);
     s->set_message(i == 2 ? std::string("bad \xc3\x28 utf8 \xe2\x82") : "ok");
