@@ -411,6 +411,34 @@ Result<void> AgentImpl::open_native() {
     }
   }
 #endif
+#ifdef CORRAL_HAVE_NETWORK
+  // [network]: bridge networks for tasks; the manager's leases live in <work_dir>/network and
+  // the containerizer's recover() reconciles them with the running tasks (docs/network.md).
+  if (config_.network.enabled) {
+    const NetworkSettings& n = config_.network;
+    network::NetworkConfig nc;
+    nc.bridge = n.bridge;
+    nc.subnet = n.subnet;
+    nc.mtu = n.mtu;
+    nc.state_dir = config_.work_dir / "network";
+    nc.netns_dir = n.netns_dir;
+    nc.nameservers = n.nameservers;
+    nc.search = n.search;
+    nc.ip_forward = n.ip_forward;
+    nc.masquerade = n.masquerade;
+    nc.cni_config_dir = n.cni_config_dir;
+    nc.cni_plugin_dirs = n.cni_plugin_dirs;
+    auto m = network::NetworkManager::open(std::move(nc));
+    if (!m) {
+      std::string why = "setting up task networking ([network] in agent.toml): ";
+      why += m.error().message();
+      why += " (fix the key, or remove [network] to run tasks without bridge networking)";
+      return Error(m.error().code(), why);
+    }
+    o.network = std::shared_ptr<network::NetworkManager>(std::move(*m));
+    log::info("task networking: bridge " + n.bridge + ", subnet " + n.subnet);
+  }
+#endif
   CORRAL_ASSIGN_OR_RETURN(native_, native::open_native_containerizer(std::move(o)));
   return {};
 }

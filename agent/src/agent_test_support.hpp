@@ -169,6 +169,7 @@ class AgentProcess {
                                      CORRAL_LAUNCHER_PATH,
                                      "--master",
                                      master_};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = ::fork();
     if (pid_ == 0) {
       int log = ::open((dir_ / "agent.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -247,6 +248,7 @@ class AgentProcess {
                      R"({"framework_id":")" + framework + R"(","task":)" + task_json + "}");
   }
   std::string log() { return read_file(dir_ / "agent.log").value_or(""); }
+  std::vector<std::string> extra_args;  // appended to the command line (e.g. --config FILE)
 
  private:
   fs::path dir_;

@@ -1,5 +1,6 @@
 #include "corral/agent/config.hpp"
 
+#include <arpa/inet.h>
 #include <sched.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -10,6 +11,9 @@
 #include "corral/common/config.hpp"
 #include "corral/common/fd.hpp"
 #include "corral/common/http.hpp"
+#ifdef CORRAL_HAVE_NETWORK
+#include "corral/network/network.hpp"
+#endif
 
 namespace corral::agent {
 namespace fs = std::filesystem;
@@ -108,6 +112,59 @@ Result<AgentConfig> read(ConfigFile file) {
   absolute_path(images, "credentials", &c.registry_credentials);
   absolute_path(images, "ca_file", &c.registry_ca_file);
   images.get_string_map("ca_files", &c.registry_ca_files);
+  if (root.has("network")) {
+    ConfigTable net = root.table("network");
+    NetworkSettings& n = c.network;
+    n.enabled = true;
+    net.get("enabled", &n.enabled);
+    static const std::regex bridge_name(R"(^[a-z0-9_-]{1,15}$)");
+    if (net.get("bridge", &n.bridge) && !std::regex_match(n.bridge, bridge_name))
+      net.fail("bridge", "must be 1-15 characters of a-z, 0-9, _ and -, e.g. \"corral0\"");
+#ifdef CORRAL_HAVE_NETWORK
+    if (net.get("subnet", &n.subnet)) {
+      if (auto s = network::parse_subnet(n.subnet); !s)
+        net.fail("subnet", s.error().message() + "; e.g. \"10.88.0.0/16\"");
+    }
+#else
+    net.get("subnet", &n.subnet);
+#endif
+    net.get_int("mtu", &n.mtu, 576, 65535);
+    if (net.get("nameservers", &n.nameservers)) {
+      for (const auto& ns : n.nameservers) {
+        in6_addr buf{};
+        if (::inet_pton(AF_INET, ns.c_str(), &buf) != 1 &&
+            ::inet_pton(AF_INET6, ns.c_str(), &buf) != 1) {
+          net.fail("nameservers", "\"" + ns + "\" is not an IP address such as \"192.0.2.53\"");
+          break;
+        }
+      }
+    }
+    if (net.get("search", &n.search)) {
+      static const std::regex domain(R"(^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$)");
+      for (const auto& d : n.search) {
+        if (!std::regex_match(d, domain)) {
+          net.fail("search", "\"" + d + "\" is not a domain name such as \"example.org\"");
+          break;
+        }
+      }
+    }
+    net.get("ip_forward", &n.ip_forward);
+    net.get("masquerade", &n.masquerade);
+    absolute_path(net, "netns_dir", &n.netns_dir);
+    absolute_path(net, "cni_config_dir", &n.cni_config_dir);
+    std::vector<std::string> dirs;
+    if (net.get("cni_plugin_dirs", &dirs)) {
+      n.cni_plugin_dirs.clear();
+      for (const auto& d : dirs) {
+        if (d.empty() || d.front() != '/') {
+          net.fail("cni_plugin_dirs",
+                   "\"" + d + "\" must be an absolute path such as /usr/lib/cni");
+          break;
+        }
+        n.cni_plugin_dirs.emplace_back(d);
+      }
+    }
+  }
   ConfigTable link = root.table("master_link");
   link.get_duration("backoff_min", &c.backoff_min);
   link.get_duration("backoff_max", &c.backoff_max);

@@ -139,6 +139,20 @@ int main(int argc, char** argv) {
   nc.state_dir = dir / "state";
   nc.netns_dir = dir / "netns";
   nc.nameservers = {"192.0.2.53"};
+  // A CNI network for launches through Corral's CNI path (the same plugin as section 2's).
+  nc.cni_config_dir = dir / "cni";
+  fs::create_directories(nc.cni_config_dir);
+  {
+    std::FILE* f = std::fopen((nc.cni_config_dir / "launchnet.conflist").c_str(), "w");
+    if (!f) return 1;
+    const std::string conf =
+        R"({"cniVersion":"1.0.0","name":"launchnet","plugins":[{"type":"bridge","bridge":"cni1",)"
+        R"("isGateway":true,"ipMasq":false,"mtu":1500,"ipam":{"type":"host-local",)"
+        R"("subnet":"10.97.0.0/16","routes":[{"dst":"0.0.0.0/0"}],"dataDir":")" +
+        (dir / "cni-ipam-launch").string() + R"("}}]})";
+    std::fputs(conf.c_str(), f);
+    std::fclose(f);
+  }
   auto opened = corral::network::NetworkManager::open(nc);
   if (!opened) {
     std::fprintf(stderr, "%s\n", opened.error().message().c_str());
@@ -157,9 +171,9 @@ int main(int argc, char** argv) {
   (*c)->set_termination_callback(std::ref(waiter));
 
   // 1. Whole launches of `true` through corral-launcher: none vs bridge, interleaved.
-  Stats launch_none, launch_bridge;
+  Stats launch_none, launch_bridge, launch_cni, teardown_none, teardown_bridge, teardown_cni;
   for (int i = 0; i < n; ++i) {
-    for (const char* mode : {"none", "bridge"}) {
+    for (const char* mode : {"none", "bridge", "launchnet"}) {
       corral::containerizer::LaunchRequest r;
       r.container_id = std::string(mode) + std::to_string(i);
       r.task.mutable_task_id()->set_value(r.container_id);
@@ -180,8 +194,15 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "launch %s: %s\n", mode, l.error().message().c_str());
         return 1;
       }
-      (std::string(mode) == "none" ? launch_none : launch_bridge).v.push_back(ms);
+      const std::string m = mode;
+      (m == "none" ? launch_none : m == "bridge" ? launch_bridge : launch_cni).v.push_back(ms);
       waiter.wait(r.container_id);
+      // Launch to exit reported: the containerizer removes the task's network (veth, rules,
+      // netns, lease; CNI DEL) when the supervisor exits, before it reports the end.
+      (m == "none"     ? teardown_none
+       : m == "bridge" ? teardown_bridge
+                       : teardown_cni)
+          .v.push_back(ms_since(t0));
       (void)(*c)->destroy(r.container_id);
     }
   }
@@ -234,6 +255,15 @@ int main(int argc, char** argv) {
   print("launch `true`, network bridge (containerizer)", launch_bridge);
   std::printf("%-48s p50 %7.2f ms\n", "extra launch time of bridge over none",
               launch_bridge.pct(0.5) - launch_none.pct(0.5));
+  print("launch `true`, CNI network (Corral's CNI path)", launch_cni);
+  std::printf("%-48s p50 %7.2f ms\n", "extra launch time of CNI bridge over none",
+              launch_cni.pct(0.5) - launch_none.pct(0.5));
+  print("launch to end reported, none", teardown_none);
+  print("launch to end reported, bridge (incl. teardown)", teardown_bridge);
+  print("launch to end reported, CNI (incl. DEL)", teardown_cni);
+  std::printf("%-48s p50 %7.2f ms (bridge), %7.2f ms (CNI)\n", "extra launch-to-end over none",
+              teardown_bridge.pct(0.5) - teardown_none.pct(0.5),
+              teardown_cni.pct(0.5) - teardown_none.pct(0.5));
   print("corral attach (netns+veth+addr+route+files)", attach);
   print("corral detach (rules+veth+netns+lease)", detach);
   print("netns create alone (part of both)", netns_only);

@@ -155,8 +155,8 @@ void read_section(ConfigTable t, PolicySection* s) {
   if (net.get("modes", &modes)) {
     bool ok = true;
     for (const auto& m : modes) {
-      if (m != "host" && m != "none" && m != "bridge") {
-        net.fail("modes", "\"" + m + "\" is not a network mode (host, none, bridge)");
+      if (m != "host" && m != "none" && m != "bridge" && m != "cni") {
+        net.fail("modes", "\"" + m + "\" is not a network mode (host, none, bridge, cni)");
         ok = false;
       }
     }

@@ -23,6 +23,7 @@
 
 #include "corral/common/fd.hpp"
 #include "corral/common/log.hpp"
+#include "corral/network/cni.hpp"
 
 namespace corral::network {
 namespace fs = std::filesystem;
@@ -181,16 +182,22 @@ nlohmann::json to_json(const Attachment& a) {
     ports.push_back({{"host_port", p.host_port},
                      {"container_port", p.container_port},
                      {"protocol", protocol_name(p.protocol)}});
-  return {{"container_id", a.container_id},
-          {"netns_path", a.netns_path},
-          {"address", format_ipv4(a.address)},
-          {"gateway", format_ipv4(a.gateway)},
-          {"prefix", a.prefix},
-          {"host_veth", a.host_veth},
-          {"ports", ports},
-          {"egress", a.egress},
-          {"hostname", a.hostname},
-          {"etc_dir", a.etc_dir.string()}};
+  nlohmann::json j = {{"container_id", a.container_id},
+                      {"netns_path", a.netns_path},
+                      {"address", format_ipv4(a.address)},
+                      {"gateway", format_ipv4(a.gateway)},
+                      {"prefix", a.prefix},
+                      {"host_veth", a.host_veth},
+                      {"ports", ports},
+                      {"egress", a.egress},
+                      {"hostname", a.hostname},
+                      {"etc_dir", a.etc_dir.string()}};
+  if (!a.cni_network.empty()) {
+    j["cni_network"] = a.cni_network;
+    j["cni_conflist"] = a.cni_conflist;
+    j["cni_result"] = a.cni_result;
+  }
+  return j;
 }
 
 Result<Attachment> attachment_from_json(const nlohmann::json& j) {
@@ -212,8 +219,19 @@ Result<Attachment> attachment_from_json(const nlohmann::json& j) {
     a.egress = j.value("egress", true);
     a.hostname = j.value("hostname", "");
     a.etc_dir = j.value("etc_dir", "");
+    a.cni_network = j.value("cni_network", "");
+    if (j.contains("cni_conflist")) a.cni_conflist = j["cni_conflist"];
+    if (j.contains("cni_result")) a.cni_result = j["cni_result"];
   } catch (const std::exception& e) {
     return Error(EINVAL, std::string("network lease: ") + e.what());
+  }
+  if (!a.cni_network.empty()) {
+    // A CNI attachment: no veth of ours; the conflist must be one (its plugins are resolved
+    // again, inside the plugin dirs, when DEL runs).
+    if (!valid_container_id(a.container_id) || !a.host_veth.empty() ||
+        !cni::valid_network_name(a.cni_network) || !a.cni_conflist.is_object())
+      return Error(EINVAL, "network lease of \"" + a.container_id + "\" is malformed");
+    return a;
   }
   if (!valid_container_id(a.container_id) || a.host_veth.size() > 15 || a.host_veth.size() < 3 ||
       a.host_veth.rfind("cv", 0) != 0)
@@ -446,6 +464,7 @@ class NetworkManagerImpl final : public NetworkManager {
     std::lock_guard lock(mu_);
     if (attachments_.count(request.container_id))
       return Error(EEXIST, "container " + request.container_id + " has a network already");
+    if (!request.cni_network.empty()) return attach_cni(request, etc_dir);
     for (const auto& p : request.ports) {
       for (const auto& [id, other] : attachments_) {
         for (const auto& q : other.ports) {
@@ -607,6 +626,10 @@ class NetworkManagerImpl final : public NetworkManager {
       if (!a) {
         log::warning("network: skipping a lease in " + state_file().string() + ": " +
                      a.error().message());
+        continue;
+      }
+      if (!a->cni_network.empty()) {
+        attachments_[a->container_id] = *a;
         continue;
       }
       if (!ipam_.claim(a->address, a->container_id)) {
@@ -774,11 +797,11 @@ class NetworkManagerImpl final : public NetworkManager {
     return out;
   }
 
-  Result<void> write_etc(const Attachment& a) {
+  Result<void> write_etc(const Attachment& a, const std::vector<std::string>& dns = {}) {
     std::string hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
                         format_ipv4(a.address) + "\t" + a.hostname + "\n";
     std::string resolv = "# written by corral-agent for container " + a.container_id + "\n";
-    for (const auto& n : nameservers()) resolv += "nameserver " + n + "\n";
+    for (const auto& n : dns.empty() ? nameservers() : dns) resolv += "nameserver " + n + "\n";
     for (const auto& s : config_.search) resolv += "search " + s + "\n";
     CORRAL_TRY(write_file_atomic_nosync(a.etc_dir / "hosts", hosts, true));
     CORRAL_TRY(write_file_atomic_nosync(a.etc_dir / "resolv.conf", resolv, true));
@@ -786,11 +809,111 @@ class NetworkManagerImpl final : public NetworkManager {
     return {};
   }
 
+  cni::Options cni_options() const {
+    cni::Options o;
+    o.config_dir = config_.cni_config_dir;
+    o.plugin_dirs = config_.cni_plugin_dirs;
+    o.timeout = std::chrono::milliseconds(config_.cni_timeout_ms);
+    return o;
+  }
+
+  // The task joins a CNI network: its namespace is made here, the network's plugins do the
+  // rest. The attachment is recorded before ADD runs, so an agent killed during ADD leaves a
+  // record that reconcile() DELs.
+  Result<Attachment> attach_cni(const NetworkRequest& request, const fs::path& etc_dir) {
+    const std::string what = "CNI network " + request.cni_network;
+    if (!request.ports.empty())
+      return Error(EINVAL, what +
+                               ": port mappings are for network bridge; on a CNI network "
+                               "add the portmap plugin to the network's conflist instead");
+    if (!request.egress)
+      return Error(EPERM, what +
+                              ": the policy denies egress (network.egress = false), which "
+                              "Corral enforces on its bridge only; use network bridge");
+    const cni::Options options = cni_options();
+    CORRAL_ASSIGN_OR_RETURN(cni::NetworkList net, cni::find_network(request.cni_network, options));
+    Attachment a;
+    a.container_id = request.container_id;
+    a.netns_path = (config_.netns_dir / request.container_id).string();
+    a.hostname = request.hostname;
+    a.etc_dir = etc_dir;
+    a.cni_network = net.name;
+    a.cni_conflist = net.conflist;
+    CORRAL_TRY(create_netns(a.netns_path));
+    // Loopback up: the plugins only make eth0.
+    auto lo = in_netns(a.netns_path, [&]() -> Result<void> {
+      CORRAL_ASSIGN_OR_RETURN(auto sk, route_socket());
+      CORRAL_ASSIGN_OR_RETURN(int index, link_index(sk.get(), "lo"));
+      return set_up(sk.get(), index, "lo");
+    });
+    if (!lo) {
+      remove_netns(a.netns_path);
+      return lo.error().context(what);
+    }
+    attachments_[a.container_id] = a;
+    auto undo = [&](Error e, bool del) -> Error {
+      if (del) (void)cni_del(attachments_[a.container_id]);
+      remove_netns(a.netns_path);
+      attachments_.erase(a.container_id);
+      (void)save();
+      return e.context("network of container " + a.container_id);
+    };
+    if (auto r = save(); !r) return undo(r.error(), false);
+    // add() DELs on its own failure.
+    auto result = cni::add(net, {a.container_id, a.netns_path, "eth0"}, options);
+    if (!result) return undo(result.error(), false);
+    a.cni_result = *result;
+    attachments_[a.container_id] = a;
+    auto addr = cni::address_of(a.cni_result);
+    if (!addr) return undo(addr.error().context(what), true);
+    a.address = addr->address;
+    a.prefix = addr->prefix;
+    a.gateway = addr->gateway;
+    attachments_[a.container_id] = a;
+    if (auto r = write_etc(a, addr->nameservers); !r) return undo(r.error(), true);
+    if (auto r = save(); !r) return undo(r.error(), true);
+    return a;
+  }
+
+  Result<void> cni_del(const Attachment& a) {
+    const cni::Options options = cni_options();
+    auto net = cni::parse_conflist(a.cni_conflist.dump(),
+                                   "the recorded conflist of " + a.cni_network, options);
+    if (!net) return net.error().context("CNI DEL of container " + a.container_id);
+    return cni::del(*net, {a.container_id, a.netns_path, "eth0"}, a.cni_result, options);
+  }
+
+  Result<void> check(const std::string& container_id) override {
+    std::lock_guard lock(mu_);
+    auto it = attachments_.find(container_id);
+    if (it == attachments_.end())
+      return Error(ENOENT, "container " + container_id + " has no network of the agent's");
+    const Attachment& a = it->second;
+    if (a.cni_network.empty()) {
+      if (auto l = link_index(sk_.get(), a.host_veth); !l)
+        return l.error().context("network of container " + container_id);
+      return {};
+    }
+    const cni::Options options = cni_options();
+    CORRAL_ASSIGN_OR_RETURN(
+        cni::NetworkList net,
+        cni::parse_conflist(a.cni_conflist.dump(), "the recorded conflist of " + a.cni_network,
+                            options));
+    return cni::check(net, {a.container_id, a.netns_path, "eth0"}, a.cni_result, options);
+  }
+
   Result<void> detach_locked(const std::string& container_id) {
     auto it = attachments_.find(container_id);
     if (it == attachments_.end()) return {};
     Attachment a = it->second;
     Result<void> first;
+    if (!a.cni_network.empty()) {
+      first = cni_del(a);
+      remove_netns(a.netns_path);
+      attachments_.erase(it);
+      if (auto r = save(); !r && first) first = r.error();
+      return first;
+    }
     if (std::string cmd = delete_rules(a); !cmd.empty()) {
       if (auto r = nft_.run(cmd); !r) {
         // Elements already gone (a rebuilt table) are fine; anything else is reported.

@@ -25,6 +25,7 @@
 
 #include "corral/common/fd.hpp"
 #include "corral/native/native.hpp"
+#include "corral/network/cni.hpp"
 #include "corral/network/network.hpp"
 
 namespace corral::network {
@@ -124,6 +125,8 @@ class NetworkTest : public ::testing::Test {
     config_.state_dir = dir_->path() / "state";
     config_.netns_dir = dir_->path() / "netns";
     config_.nameservers = {"192.0.2.53"};
+    config_.cni_config_dir = dir_->path() / "cni";
+    fs::create_directories(config_.cni_config_dir);
   }
 
   std::shared_ptr<NetworkManager> manager() {
@@ -431,8 +434,15 @@ TEST_F(NetworkTest, UnknownNetworkAndPolicyRefusalsAreClearErrors) {
   auto r = request("cni", "true", "my-cni-net");
   auto launched = c->launch(r);
   ASSERT_FALSE(launched.ok());
-  EXPECT_NE(launched.error().message().find("network \"my-cni-net\" is not one this agent"),
+  // Any other name is a CNI network: this one is in no conflist of the (empty) CNI dir.
+  EXPECT_EQ(launched.error().code(), ENOENT);
+  EXPECT_NE(launched.error().message().find("unknown CNI network \"my-cni-net\""),
             std::string::npos)
+      << launched.error().message();
+  r = request("bad", "true", "../../etc");
+  launched = c->launch(r);
+  ASSERT_FALSE(launched.ok());
+  EXPECT_NE(launched.error().message().find("nor a CNI network name"), std::string::npos)
       << launched.error().message();
 
   auto p = request("strict", "true", "bridge");
@@ -494,6 +504,154 @@ TEST_F(NetworkTest, EgressDeniedTaskReachesItsBridgeButNotBeyond) {
   ASSERT_TRUE(c->destroy("srv").ok());
   ::kill(std::stoi(pid), SIGKILL);
   expect_nothing_left();
+}
+
+// ---- CNI: Debian's containernetworking-plugins -------------------------------------------------
+
+class CniTest : public NetworkTest {
+ protected:
+  // A network "testnet" of the CNI bridge plugin with host-local IPAM, state in the test's dir.
+  void write_conflist(const std::string& name, const std::string& plugin_type,
+                      const std::string& subnet = "10.77.0.0/24") {
+    nlohmann::json conf = {{"cniVersion", "1.0.0"},
+                           {"name", name},
+                           {"plugins",
+                            {{{"type", plugin_type},
+                              {"bridge", "cni-test0"},
+                              {"isGateway", true},
+                              {"ipMasq", false},
+                              {"ipam",
+                               {{"type", "host-local"},
+                                {"ranges", {{{{"subnet", subnet}}}}},
+                                {"routes", {{{"dst", "0.0.0.0/0"}}}},
+                                {"dataDir", (dir_->path() / "cni-ipam").string()}}}}}}};
+    std::ofstream(config_.cni_config_dir / (name + ".conflist")) << conf.dump(2);
+  }
+  // Addresses host-local still holds for the network (one file per leased address).
+  std::vector<std::string> ipam_leases(const std::string& name) {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir_->path() / "cni-ipam" / name, ec)) {
+      std::string f = e.path().filename().string();
+      if (f != "lock" && f.rfind("last_reserved_ip", 0) != 0) out.push_back(f);
+    }
+    return out;
+  }
+  std::vector<std::string> cni_bridge_ports() {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/sys/class/net/cni-test0/brif", ec))
+      out.push_back(e.path().filename().string());
+    return out;
+  }
+  void expect_no_cni_left(const std::string& name) {
+    EXPECT_TRUE(fs::is_empty(config_.netns_dir)) << "stale netns files";
+    auto leases = read_file(config_.state_dir / "network.json").value_or("");
+    EXPECT_NE(leases.find("\"leases\":[]"), std::string::npos) << leases;
+    EXPECT_TRUE(ipam_leases(name).empty()) << "host-local still leases " << ipam_leases(name)[0];
+    EXPECT_TRUE(cni_bridge_ports().empty()) << "veths left on cni-test0";
+  }
+};
+
+TEST_F(CniTest, BridgePluginTaskGetsAnAddressAndReachesAPeerEndToEnd) {
+  ASSERT_TRUE(fs::exists("/usr/lib/cni/bridge"))
+      << "the CNI bridge plugin is missing: apt-get install containernetworking-plugins";
+  write_conflist("testnet", "bridge");
+  Collector got;
+  auto net = manager();
+  ASSERT_TRUE(net);
+  auto c = containerizer(got, net);
+  auto server = request("cserver", kServer, "testnet");
+  auto launched = c->launch(server);
+  ASSERT_TRUE(launched.ok()) << launched.error().message();
+  auto a = net->find("cserver");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->cni_network, "testnet");
+  EXPECT_TRUE(parse_subnet("10.77.0.0/24")->contains(a->address)) << format_ipv4(a->address);
+  EXPECT_EQ(format_ipv4(a->gateway), "10.77.0.1");
+  const std::string ip = format_ipv4(a->address);
+  EXPECT_EQ(ipam_leases("testnet"), std::vector<std::string>{ip});
+  // The agent's namespace reaches it through the plugin's bridge (isGateway).
+  ASSERT_EQ(http_get(ip, 8080, "/index.html"), "served-by-cserver\n");
+  // CHECK through the plugins agrees the network is there.
+  auto checked = net->check("cserver");
+  EXPECT_TRUE(checked.ok()) << checked.error().message();
+
+  auto client = request("cclient",
+                        "busybox wget -q -O - http://" + ip +
+                            ":8080/index.html; echo; busybox ip -4 addr; "
+                            "busybox ip -4 route",
+                        "testnet");
+  ASSERT_TRUE(c->launch(client).ok());
+  auto t = got.wait("cclient", std::chrono::seconds(30));
+  ASSERT_TRUE(t);
+  std::string out = read_file(client.sandbox_dir / "stdout").value_or("");
+  EXPECT_EQ(t->code, 0) << out << read_file(client.sandbox_dir / "stderr").value_or("");
+  EXPECT_NE(out.find("served-by-cserver"), std::string::npos) << out;
+  EXPECT_NE(out.find("inet 10.77.0."), std::string::npos) << out;
+  EXPECT_NE(out.find("default via 10.77.0.1 dev eth0"), std::string::npos) << out;
+  ASSERT_TRUE(c->destroy("cclient").ok());
+  ASSERT_TRUE(c->kill("cserver", std::chrono::seconds(1)).ok());
+  ASSERT_TRUE(got.wait("cserver", std::chrono::seconds(30)));
+  ASSERT_TRUE(c->destroy("cserver").ok());
+  expect_no_cni_left("testnet");
+}
+
+TEST_F(CniTest, AttachmentsOfDeadTasksAreDeletedThroughThePluginsAfterARestart) {
+  write_conflist("testnet", "bridge");
+  {
+    auto net = manager();
+    ASSERT_TRUE(net);
+    NetworkRequest r;
+    r.container_id = "gone";
+    r.cni_network = "testnet";
+    auto a = net->attach(r, dir_->path());
+    ASSERT_TRUE(a.ok()) << a.error().message();
+    ASSERT_EQ(ipam_leases("testnet").size(), 1u);
+    ASSERT_EQ(cni_bridge_ports().size(), 1u);
+  }  // the agent "dies": nothing is detached
+  auto net = manager();
+  ASSERT_TRUE(net);
+  ASSERT_TRUE(net->find("gone"));  // the record survived
+  auto rep = net->reconcile({});
+  ASSERT_TRUE(rep.ok()) << rep.error().message();
+  EXPECT_EQ(rep->removed_leases, std::vector<std::string>{"gone"});
+  expect_no_cni_left("testnet");
+}
+
+TEST_F(CniTest, AMissingPluginOrABadConfigIsRefusedCleanly) {
+  write_conflist("ghost", "no-such-plugin");
+  write_conflist("badnet", "bridge", "10.77.0.0/33");  // host-local refuses the subnet at ADD
+  std::ofstream(config_.cni_config_dir / "broken.conflist") << "{not json";
+  Collector got;
+  auto net = manager();
+  ASSERT_TRUE(net);
+  auto c = containerizer(got, net);
+  auto launched = c->launch(request("g", "true", "ghost"));
+  ASSERT_FALSE(launched.ok());
+  EXPECT_EQ(launched.error().code(), ENOENT);
+  EXPECT_NE(launched.error().message().find("CNI plugin \"no-such-plugin\" is not in /usr/lib/cni"),
+            std::string::npos)
+      << launched.error().message();
+  launched = c->launch(request("b", "true", "badnet"));
+  ASSERT_FALSE(launched.ok());
+  EXPECT_NE(launched.error().message().find("CNI plugin bridge ADD (network badnet"),
+            std::string::npos)
+      << launched.error().message();
+  launched = c->launch(request("u", "true", "nonet"));
+  ASSERT_FALSE(launched.ok());
+  EXPECT_NE(launched.error().message().find("has the networks badnet, ghost"), std::string::npos)
+      << launched.error().message();
+  // Port mappings belong to bridge mode.
+  auto mapped = request("m", "true", "badnet");
+  offer_ports(mapped, 31000, 31001);
+  map_port(mapped, 31000, 80);
+  launched = c->launch(mapped);
+  ASSERT_FALSE(launched.ok());
+  EXPECT_NE(launched.error().message().find("port mappings need network bridge"), std::string::npos)
+      << launched.error().message();
+  expect_no_cni_left("badnet");
+  EXPECT_TRUE(veths().empty());
 }
 
 }  // namespace

@@ -113,9 +113,22 @@ Result<TaskNetwork> task_network(const v1::TaskInfo& task, bool bridge_available
                                     : nullptr;
   if (info && !info->name().empty()) {
     n.mode = info->name();
-    if (n.mode != "host" && n.mode != "none" && n.mode != "bridge")
-      return Error(ENOTSUP, "network \"" + n.mode +
-                                "\" is not one this agent provides (host, none, bridge)");
+    if (n.mode != "host" && n.mode != "none" && n.mode != "bridge") {
+      // Any other name is a CNI network (as in Mesos), configured in the agent's CNI dir.
+      const bool valid_name =
+          n.mode.size() <= 64 && n.mode.front() != '.' &&
+          n.mode.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") == std::string::npos;
+      if (!valid_name)
+        return Error(EINVAL, "network \"" + n.mode +
+                                 "\" is neither host, none, bridge nor a CNI network name "
+                                 "(1-64 of [a-z0-9._-])");
+      if (!bridge_available)
+        return Error(ENOTSUP, "the task asks for CNI network \"" + n.mode +
+                                  "\" but this agent has no [network] section in agent.toml "
+                                  "(networking is off); use host or none, or configure it");
+      n.cni_network = n.mode;
+      n.mode = "cni";
+    }
   } else if (!task_image_name(task).empty() && bridge_available) {
     n.mode = "bridge";
   } else {
@@ -624,8 +637,9 @@ class NativeContainerizer final : public containerizer::Containerizer {
       return {};
     }
     spec.namespaces.net = true;
-    if (net.mode != "bridge") return {};
+    if (net.mode != "bridge" && net.mode != "cni") return {};
     network::NetworkRequest nr;
+    nr.cni_network = net.cni_network;
     nr.container_id = request.container_id;
     nr.hostname = spec.hostname;
     nr.allowed_host_ports = net.offered_ports;

@@ -31,6 +31,22 @@ struct RoleReservation {
   std::optional<uint64_t> disk;
 };
 
+// [network] per-task bridge networks and CNI (docs/network.md). Off unless agent.toml has a
+// [network] section (enabled = false turns a present section off).
+struct NetworkSettings {
+  bool enabled = false;
+  std::string bridge = "corral0";        // 1-15 of [a-z0-9_-]
+  std::string subnet = "10.88.0.0/16";   // prefix 8-30, host bits zero
+  uint32_t mtu = 1500;                   // 576-65535
+  std::vector<std::string> nameservers;  // empty: the host's non-loopback ones
+  std::vector<std::string> search;
+  bool ip_forward = true;
+  bool masquerade = true;
+  std::filesystem::path netns_dir = "/run/corral/netns";
+  std::filesystem::path cni_config_dir = "/etc/corral/cni";  // *.conflist
+  std::vector<std::filesystem::path> cni_plugin_dirs = {"/usr/lib/cni"};
+};
+
 struct AgentConfig {
   // Master to register with: "http://host:port". Empty: standalone (local tasks only).
   std::string master;
@@ -74,6 +90,7 @@ struct AgentConfig {
   std::filesystem::path registry_credentials;            // Docker config.json style auths
   std::filesystem::path registry_ca_file;                // PEM CAs of TLS registries (else system)
   std::map<std::string, std::string> registry_ca_files;  // [images.ca_files] "host:port" = PEM
+  NetworkSettings network;                               // [network]
   // [master_link]
   std::chrono::milliseconds backoff_min{1'000};
   std::chrono::milliseconds backoff_max{60'000};

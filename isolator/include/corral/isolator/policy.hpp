@@ -54,7 +54,7 @@ struct PolicySection {
   std::optional<Rule<bool>> allow_writable_volumes;
   // [network] (docs/network.md): the modes a task may use, and whether bridge-mode tasks may
   // reach anything beyond the agent's bridge.
-  std::optional<Rule<std::vector<std::string>>> network_modes;  // "host", "none", "bridge"
+  std::optional<Rule<std::vector<std::string>>> network_modes;  // "host", "none", "bridge", "cni"
   std::optional<Rule<bool>> network_egress;
 };
 
@@ -143,7 +143,7 @@ struct Decision {
   std::string user;     // as asked or defaulted (name or uid), checked against the policy
   std::vector<Volume> volumes;
   // [network]: the containerizer refuses a mode outside network_modes, naming the rule.
-  std::vector<std::string> network_modes{"host", "none", "bridge"};
+  std::vector<std::string> network_modes{"host", "none", "bridge", "cni"};
   std::string network_modes_origin = "built-in default";
   bool network_egress = true;
 };

@@ -12,8 +12,9 @@
 //   - port mappings (host port -> task port) as elements of a map in Corral's own nftables
 //     table (`table ip corral`, made through libnftables from validated integers only), plus
 //     masquerading of the subnet and, per task, optional egress denial.
-// detach() removes all of it; reconcile() (agent start-up) removes whatever belongs to no
-// running task. Everything the manager touches lives in the network namespace it was opened in.
+// Or, for a task naming a CNI network, the plugins of that network (cni.hpp) run in the
+// namespace. detach() removes all of it; reconcile() (agent start-up) removes whatever belongs to
+// no running task. Everything the manager touches lives in the network namespace it was opened in.
 //
 // Thread-safe: every method takes the manager's lock.
 
@@ -91,6 +92,11 @@ struct NetworkConfig {
   std::vector<std::string> search;       // resolv.conf search domains
   bool ip_forward = true;                // set net.ipv4.ip_forward=1 (in the manager's namespace)
   bool masquerade = true;  // SNAT the subnet's traffic leaving through other interfaces
+  // CNI (docs/network.md): network configs <cni_config_dir>/*.conflist, plugins found only in
+  // cni_plugin_dirs, each run with at most cni_timeout.
+  std::filesystem::path cni_config_dir = "/etc/corral/cni";
+  std::vector<std::filesystem::path> cni_plugin_dirs = {"/usr/lib/cni"};
+  int cni_timeout_ms = 60'000;
 };
 
 struct NetworkRequest {
@@ -101,6 +107,9 @@ struct NetworkRequest {
   // host_port must lie in one of them.
   std::vector<std::pair<uint64_t, uint64_t>> allowed_host_ports;
   bool egress = true;  // false: packets from the task to anything beyond the bridge are dropped
+  // Non-empty: join this CNI network (<cni_config_dir>/*.conflist) instead of the bridge. No
+  // port mappings (the network's own portmap plugin does that) and egress must stay allowed.
+  std::string cni_network;
 };
 
 // One task's bridge network: what the sandbox needs and what recovery reads back.
@@ -115,6 +124,11 @@ struct Attachment {
   bool egress = true;
   std::string hostname;
   std::filesystem::path etc_dir;  // hosts, resolv.conf, hostname (bind them into /etc)
+  // CNI attachments (host_veth empty): the network, its conflist as used at ADD (DEL gets the
+  // same), and the plugins' result (null until ADD finished).
+  std::string cni_network;
+  nlohmann::json cni_conflist;
+  nlohmann::json cni_result;
 };
 nlohmann::json to_json(const Attachment& a);
 Result<Attachment> attachment_from_json(const nlohmann::json& j);
@@ -146,6 +160,9 @@ class NetworkManager {
   // Keeps the networks of `live` container ids, removes every other lease, `cv*` veth on the
   // bridge, netns file and port mapping.
   virtual Result<ReconcileReport> reconcile(const std::set<std::string>& live) = 0;
+  // Checks that the task's network is still there: CNI CHECK through the network's plugins, or
+  // the bridge task's veth.
+  virtual Result<void> check(const std::string& container_id) = 0;
   virtual std::optional<Attachment> find(const std::string& container_id) const = 0;
   virtual std::vector<Attachment> attachments() const = 0;
   virtual const NetworkConfig& config() const = 0;

@@ -61,7 +61,8 @@ struct NativeOptions {
 
 // The network a task asks for (pure; exposed for tests).
 struct TaskNetwork {
-  std::string mode;                                                // "host", "none", "bridge"
+  std::string mode;         // "host", "none", "bridge", "cni"
+  std::string cni_network;  // mode cni: the network's name (NetworkInfo.name)
   std::vector<std::tuple<uint16_t, uint16_t, std::string>> ports;  // host, container, tcp|udp
   std::vector<std::pair<uint64_t, uint64_t>> offered_ports;        // the task's ports resources
 };
