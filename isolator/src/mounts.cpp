@@ -250,7 +250,93 @@ const std::vector<std::string>& readonly_proc_paths() {
   return paths;
 }
 
-Result<void> enter_sandbox_root(const SandboxSpec& spec) {
+namespace {
+
+long sys_open_tree(int dfd, const char* path, unsigned flags) {
+  return ::syscall(SYS_open_tree, dfd, path, flags);
+}
+
+Result<void> fs_config(int fsfd, unsigned cmd, const char* key, const std::string& value) {
+  if (::syscall(SYS_fsconfig, fsfd, cmd, key, value.empty() ? nullptr : value.c_str(), 0) != 0) {
+    return Error::from_errno(std::string("overlay option ") + (key ? key : "create") +
+                             (value.empty() ? "" : "=" + value));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<UniqueFd> make_idmapped_overlay(const SandboxSpec& spec, int userns_fd) {
+  if (spec.rootfs.mode != RootfsMode::overlay || !spec.namespaces.user) {
+    return Error(EINVAL,
+                 "an idmapped overlay is only built for an overlay rootfs with a user "
+                 "namespace");
+  }
+  const UserNamespaceSpec& user = *spec.namespaces.user;
+  // The merged root shows the upper dir's owner: give it the image root's owner as the task's
+  // user namespace sees it (an upper dir created by the host's root would be "nobody" inside).
+  struct stat top {};
+  if (::stat(spec.rootfs.lower_dirs.front().c_str(), &top) != 0) {
+    return Error::from_errno("stat the top layer " + spec.rootfs.lower_dirs.front());
+  }
+  UniqueFd upper(
+      ::open(spec.rootfs.upper_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!upper) return Error::from_errno("open rootfs.upper_dir " + spec.rootfs.upper_dir);
+  struct stat up {};
+  if (::fstat(upper.get(), &up) != 0) return Error::from_errno("stat " + spec.rootfs.upper_dir);
+  auto mapped = [&](uint32_t id, uint32_t host) { return id >= host && id - host < user.count; };
+  if (!mapped(up.st_uid, user.host_uid) || !mapped(up.st_gid, user.host_gid)) {
+    uint32_t uid = top.st_uid < user.count ? user.host_uid + top.st_uid : user.host_uid;
+    uint32_t gid = top.st_gid < user.count ? user.host_gid + top.st_gid : user.host_gid;
+    if (::fchown(upper.get(), uid, gid) != 0 || ::fchmod(upper.get(), top.st_mode & 07777) != 0) {
+      return Error::from_errno("give rootfs.upper_dir " + spec.rootfs.upper_dir +
+                               " to the user namespace's root");
+    }
+  }
+
+  // Each layer: a private clone of its directory, read-only, with the image's ids shifted into
+  // the task's user namespace (image uid N is shown as host_uid + N, i.e. N inside). The store's
+  // files are not touched.
+  std::vector<UniqueFd> layers;
+  std::string lowerdir;
+  for (const auto& dir : spec.rootfs.lower_dirs) {
+    UniqueFd tree(static_cast<int>(
+        sys_open_tree(AT_FDCWD, dir.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+    if (!tree) return Error::from_errno("open_tree (clone) of the layer " + dir);
+    mount_attr attr{};
+    attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    attr.userns_fd = static_cast<uint64_t>(userns_fd);
+    if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+      int e = errno;
+      return Error(e, "cannot idmap the image layer " + dir +
+                          " for the task's user namespace (mount_setattr MOUNT_ATTR_IDMAP: " +
+                          std::strerror(e) +
+                          "; the store's file system must support idmapped mounts, Linux 5.19 "
+                          "or newer for overlay over idmapped layers); run the task without a "
+                          "user namespace, or give it a dir rootfs flattened from the image "
+                          "(flatten_layers) and chowned into the namespace's range");
+    }
+    lowerdir +=
+        (lowerdir.empty() ? "" : ":") + std::string("/proc/self/fd/") + std::to_string(tree.get());
+    layers.push_back(std::move(tree));
+  }
+  UniqueFd fs(static_cast<int>(::syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC)));
+  if (!fs) return Error::from_errno("fsopen overlay (is the overlay module loaded?)");
+  CORRAL_TRY(fs_config(fs.get(), FSCONFIG_SET_STRING, "lowerdir", lowerdir));
+  CORRAL_TRY(fs_config(fs.get(), FSCONFIG_SET_STRING, "upperdir", spec.rootfs.upper_dir));
+  CORRAL_TRY(fs_config(fs.get(), FSCONFIG_SET_STRING, "workdir", spec.rootfs.work_dir));
+  if (auto r = fs_config(fs.get(), FSCONFIG_CMD_CREATE, nullptr, ""); !r) {
+    return std::move(r).error().context(
+        "mount the overlay of idmapped layers (the kernel must accept detached idmapped mounts "
+        "as overlay layers: Linux 6.15 or newer)");
+  }
+  UniqueFd mnt(static_cast<int>(
+      ::syscall(SYS_fsmount, fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID)));
+  if (!mnt) return Error::from_errno("fsmount the overlay rootfs");
+  return mnt;  // the overlay keeps its own private clones of the layers
+}
+
+Result<void> enter_sandbox_root(const SandboxSpec& spec, int rootfs_mount_fd) {
   // Nothing done below may propagate to the host.
   CORRAL_TRY(do_mount("", "/", nullptr, MS_REC | MS_PRIVATE));
   CORRAL_TRY(do_mount("tmpfs", kBase, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=1m"));
@@ -265,6 +351,12 @@ Result<void> enter_sandbox_root(const SandboxSpec& spec) {
 
   if (spec.rootfs.mode == RootfsMode::host) {
     CORRAL_TRY(setup_host_root(spec));
+  } else if (spec.rootfs.mode == RootfsMode::overlay && rootfs_mount_fd >= 0) {
+    // Built by the launcher on the host side (make_idmapped_overlay); attach it here.
+    if (::syscall(SYS_move_mount, rootfs_mount_fd, "", AT_FDCWD, kNew, MOVE_MOUNT_F_EMPTY_PATH) !=
+        0) {
+      return Error::from_errno("attach the idmapped overlay rootfs");
+    }
   } else if (spec.rootfs.mode == RootfsMode::overlay) {
     // Mounted in this (the task's) mount namespace only: it goes away with the task.
     std::string lower;

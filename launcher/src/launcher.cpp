@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -51,6 +52,7 @@ struct ChildContext {
   int status_write = -1;
   int stdout_write = -1;
   int stderr_write = -1;
+  int rootfs_socket = -1;  // overlay + user namespace: receives the idmapped overlay's mount fd
   uint64_t capabilities = 0;
   const isolator::SeccompProfile* seccomp = nullptr;  // null: unconfined
   std::vector<std::string> exec_candidates;           // argv[0] resolved against PATH
@@ -63,6 +65,44 @@ struct ChildContext {
   if (msg.size() > 4000) msg.resize(4000);
   (void)!::write(error_fd, msg.data(), msg.size());
   ::_exit(exit_code);
+}
+
+// One fd over a unix socket (SCM_RIGHTS).
+Result<void> send_fd(int sock, int fd) {
+  char byte = 'm';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+  if (::sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) return Error::from_errno("sendmsg (SCM_RIGHTS)");
+  return {};
+}
+
+Result<UniqueFd> receive_fd(int sock) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  if (::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) return Error::from_errno("recvmsg");
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  if (!cm || cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
+    return Error(EPROTO, "no fd in the message");
+  }
+  int fd = -1;
+  std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+  return UniqueFd(fd);
 }
 
 [[noreturn]] void run_task(const ChildContext& c) {
@@ -128,10 +168,17 @@ struct ChildContext {
   if (spec.namespaces.net && spec.namespaces.netns_path.empty()) {
     if (auto r = isolator::bring_up_loopback(); !r) fail(r.error());
   }
-  if (auto r = isolator::enter_sandbox_root(spec); !r)
+  UniqueFd rootfs_mount;
+  if (c.rootfs_socket >= 0) {
+    auto fd = receive_fd(c.rootfs_socket);
+    if (!fd) fail(fd.error().context("receive the overlay rootfs from the launcher"));
+    rootfs_mount = std::move(fd).value();
+  }
+  if (auto r = isolator::enter_sandbox_root(spec, rootfs_mount.get()); !r)
     fail(
         r.error().context("building the "
                           "sandbox"));
+  rootfs_mount.reset();
   pid_t task = ::fork();
   if (task < 0) fail(Error::from_errno("fork the task"));
   if (task == 0) run_task(c);
@@ -280,8 +327,23 @@ Result<void> launch(const SandboxSpec& spec, const LaunchOptions& options, int* 
     if (!*p) return fail(p->error());
   }
 
+  // An overlay rootfs in a user namespace is built here, on the host side, with idmapped layers
+  // (isolator::make_idmapped_overlay) and handed to the sandbox's PID 1 over this socket.
+  const bool idmapped_rootfs =
+      spec.namespaces.user && spec.rootfs.mode == isolator::RootfsMode::overlay;
+  UniqueFd rootfs_parent, rootfs_child;
+  if (idmapped_rootfs) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      return fail(Error::from_errno("socketpair for the rootfs"));
+    }
+    rootfs_parent.reset(sv[0]);
+    rootfs_child.reset(sv[1]);
+  }
+
   ChildContext c;
   c.spec = &spec;
+  c.rootfs_socket = rootfs_child ? rootfs_child.get() : -1;
   c.init_exe = init_exe->get();
   c.sync_read = sync->read.get();
   c.error_write = errors->write.get();
@@ -331,6 +393,7 @@ Result<void> launch(const SandboxSpec& spec, const LaunchOptions& options, int* 
   if (pid == 0) run_sandbox_init(c);  // does not return
 
   UniqueFd pidfd(pidfd_value);
+  rootfs_child.reset();
   sync->read.reset();
   errors->write.reset();
   status->write.reset();
@@ -346,6 +409,21 @@ Result<void> launch(const SandboxSpec& spec, const LaunchOptions& options, int* 
     if (auto r = write_id_maps(static_cast<pid_t>(pid), *spec.namespaces.user); !r) {
       return abort_child(r.error().context("user namespace"), kExitSetupFailed);
     }
+  }
+  if (idmapped_rootfs) {
+    const std::string ns_path = "/proc/" + std::to_string(pid) + "/ns/user";
+    UniqueFd userns(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!userns) return abort_child(Error::from_errno("open " + ns_path), kExitSetupFailed);
+    auto overlay = isolator::make_idmapped_overlay(spec, userns.get());
+    if (!overlay) {
+      return abort_child(overlay.error().context("overlay rootfs in a user namespace"),
+                         kExitSetupFailed);
+    }
+    if (auto r = send_fd(rootfs_parent.get(), overlay->get()); !r) {
+      return abort_child(r.error().context("hand the overlay rootfs to the sandbox"),
+                         kExitSetupFailed);
+    }
+    rootfs_parent.reset();
   }
   if (::write(sync->write.get(), "g", 1) != 1) {
     return abort_child(Error::from_errno("start the sandbox"), kExitSetupFailed);

@@ -17,6 +17,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -208,8 +210,11 @@ class ImageStoreTest : public ::testing::Test {
   // The integration the native containerizer relies on: provision `ref` for `task_id`, write a
   // SandboxSpec with an overlay rootfs and the image's Env/User/WorkingDir, exec the real
   // corral-launcher running `/bin/sh -c script`.
+  // userns: run the task in a user namespace mapping ids 0..65535 to host ids from *userns
+  // (the overlay's layers idmapped into it); uid: the task's user instead of the image's.
   TaskRun run_in_image(const std::string& ref, const std::string& task_id,
-                       const std::string& script) {
+                       const std::string& script, std::optional<uint32_t> userns = std::nullopt,
+                       std::optional<uint32_t> uid = std::nullopt) {
     TaskRun task;
     auto p = store_->provision(ref, task_id);
     if (!p.ok()) {
@@ -235,8 +240,8 @@ class ImageStoreTest : public ::testing::Test {
     json spec = {{"argv", {"/bin/sh", "-c", script}},
                  {"env", env},
                  {"cwd", p->config.working_dir},
-                 {"uid", user->uid},
-                 {"gid", user->gid},
+                 {"uid", uid ? *uid : user->uid},
+                 {"gid", uid ? *uid : user->gid},
                  {"capabilities", json::array()},
                  {"namespaces", {{"cgroup", false}}},
                  {"rootfs",
@@ -246,6 +251,9 @@ class ImageStoreTest : public ::testing::Test {
                    {"work_dir", (task.run_dir / "work").string()}}},
                  {"sandbox_dir", sandbox.string()},
                  {"exit_status_path", (task.run_dir / "exit.json").string()}};
+    if (userns) {
+      spec["namespaces"]["user"] = {{"host_uid", *userns}, {"host_gid", *userns}, {"count", 65536}};
+    }
     std::ofstream(task.run_dir / "spec.json") << spec.dump();
     task.code =
         run({CORRAL_LAUNCHER_PATH, "--spec", (task.run_dir / "spec.json").string()}, &task.log);
@@ -437,6 +445,109 @@ TEST_F(ImageStoreTest, RunsATaskInTheImageThroughTheLauncher) {
   std::string mounts = read_file("/proc/self/mountinfo").value_or("");
   EXPECT_EQ(mounts.find((run_dir / "upper").string()), std::string::npos);
   ASSERT_TRUE(store_->release("task-1").ok());
+}
+
+// Every file of the layers with its owner, mode, size and content hash-ish (size + mtime), to
+// show that nothing a task does changes the store.
+std::map<std::string, std::string> snapshot(const std::vector<fs::path>& layers) {
+  std::map<std::string, std::string> out;
+  for (const auto& l : layers) {
+    for (const auto& e : fs::recursive_directory_iterator(l)) {
+      struct stat st {};
+      if (::lstat(e.path().c_str(), &st) != 0) continue;
+      std::string content;
+      if (S_ISREG(st.st_mode)) content = read_file(e.path()).value_or("?").substr(0, 4096);
+      out[e.path().string()] = std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid) + " " +
+                               std::to_string(st.st_mode) + " " + std::to_string(st.st_size) + " " +
+                               content;
+    }
+  }
+  return out;
+}
+
+TEST_F(ImageStoreTest, RunsATaskInTheImageInAUserNamespaceWithIdmappedLayers) {
+  auto info = store_->import(oci_layout(), {.reference = "corral-test/busybox:userns"});
+  ASSERT_TRUE(info.ok()) << info.error().to_string();
+  constexpr uint32_t kHostBase = 300000;
+  std::vector<fs::path> layers;
+  {
+    auto p = store_->provision(info->id, "peek");
+    ASSERT_TRUE(p.ok()) << p.error().to_string();
+    layers = p->lower_dirs;
+    ASSERT_TRUE(store_->release("peek").ok());
+  }
+  const auto before = snapshot(layers);
+  ASSERT_FALSE(before.empty());
+
+  // As the image's User (app = 1000): the image's owners inside, its own writes land in the
+  // upper dir under the shifted host ids.
+  const std::string as_app =
+      "echo ids=$(id -u):$(id -g); read a b c < /proc/self/uid_map; echo map=$a $b $c; "
+      "echo root=$(stat -c %u:%g /); echo motd=$(stat -c %u:%g /etc/motd) $(cat /etc/motd); "
+      "echo hello=$(stat -c %u:%g /home/app/hello.txt); "
+      "if test -e /data/removed.txt; then echo removed=present; else echo removed=gone; fi; "
+      "echo opaque=$(ls /opaque); "
+      "echo written > /home/app/new.txt && echo new=$(stat -c %u:%g /home/app/new.txt); "
+      "echo more >> /home/app/hello.txt && echo append=ok; "
+      "if echo x >> /etc/motd 2>/dev/null; then echo motd-write=yes; else echo motd-write=no; fi";
+  TaskRun app = run_in_image(info->id, "userns-app", as_app, kHostBase);
+  ASSERT_TRUE(app.provisioned) << app.log;
+  ASSERT_EQ(app.code, 0) << app.log << "\nstdout:\n" << app.out << "\nstderr:\n" << app.err;
+  EXPECT_THAT(app.out, HasSubstr("ids=1000:1000\n"));
+  EXPECT_THAT(app.out, HasSubstr("map=0 300000 65536\n")) << "the task is in a user namespace";
+  EXPECT_THAT(app.out, HasSubstr("root=0:0\n")) << "the image's / belongs to root inside";
+  EXPECT_THAT(app.out, HasSubstr("motd=0:0 hello from layer 2\n")) << "image uid 0 is 0 inside";
+  EXPECT_THAT(app.out, HasSubstr("hello=1000:1000\n")) << "image uid 1000 is 1000 inside";
+  EXPECT_THAT(app.out, HasSubstr("removed=gone\n")) << "whiteout honoured";
+  EXPECT_THAT(app.out, HasSubstr("opaque=b.txt\n")) << "opaque directory honoured";
+  EXPECT_THAT(app.out, HasSubstr("new=1000:1000\n"));
+  EXPECT_THAT(app.out, HasSubstr("append=ok\n")) << "its own image file is app's to write";
+  EXPECT_THAT(app.out, HasSubstr("motd-write=no\n")) << "root's file is not app's to write";
+  struct stat st {};
+  ASSERT_EQ(::stat((app.run_dir / "upper/home/app/new.txt").c_str(), &st), 0)
+      << "the task's write is in its upper dir";
+  EXPECT_EQ(st.st_uid, kHostBase + 1000) << "app inside is the shifted uid on the host";
+  EXPECT_EQ(st.st_gid, kHostBase + 1000);
+  ASSERT_EQ(::stat((app.run_dir / "upper").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kHostBase) << "the upper dir is given to the namespace's root";
+  ASSERT_EQ(::stat((app.run_dir / "upper/home/app/hello.txt").c_str(), &st), 0) << "copied up";
+  EXPECT_EQ(st.st_uid, kHostBase + 1000) << "the copy-up keeps the image's owner, shifted";
+  EXPECT_EQ(read_file(app.run_dir / "upper/home/app/hello.txt").value_or(""),
+            "hello from layer 3\nmore\n");
+
+  // As root of the namespace (no capabilities): it may change root's image files, but only its
+  // copies in the upper dir;
+  // the layers (and their owners) are the same afterwards, and the layers are not in its view.
+  const std::string as_root =
+      "echo ids=$(id -u):$(id -g); echo changed > /etc/motd && echo motd=$(cat /etc/motd); "
+      "rm /data/keep.txt && echo rm=ok; "
+      "mkdir -p /var/new && echo mkdir=ok";
+  TaskRun root = run_in_image(info->id, "userns-root", as_root, kHostBase, 0u);
+  ASSERT_TRUE(root.provisioned) << root.log;
+  ASSERT_EQ(root.code, 0) << root.log << "\nstdout:\n" << root.out << "\nstderr:\n" << root.err;
+  EXPECT_THAT(root.out, HasSubstr("ids=0:0\n"));
+  EXPECT_THAT(root.out, HasSubstr("motd=changed\n"));
+  EXPECT_THAT(root.out, HasSubstr("rm=ok\n"));
+  EXPECT_THAT(root.out, HasSubstr("mkdir=ok\n"));
+  ASSERT_EQ(::stat((root.run_dir / "upper/etc/motd").c_str(), &st), 0) << "copied up";
+  EXPECT_EQ(st.st_uid, kHostBase) << "the copy-up keeps the image's owner, shifted";
+  EXPECT_EQ(read_file(root.run_dir / "upper/etc/motd").value_or(""), "changed\n");
+  EXPECT_TRUE(fs::is_character_file(root.run_dir / "upper/data/keep.txt"))
+      << "the removal is a whiteout in the upper dir";
+  EXPECT_EQ(snapshot(layers), before) << "the store's layers are unchanged";
+
+  // A third task sees the image as it was: nothing of the first two leaked into the layers.
+  TaskRun again = run_in_image(info->id, "userns-again",
+                               "cat /etc/motd; cat /data/keep.txt; test -e /var/new || echo "
+                               "no-new",
+                               kHostBase, 0u);
+  ASSERT_EQ(again.code, 0) << again.log << again.err;
+  EXPECT_EQ(again.out, "hello from layer 2\nkeep\nno-new\n");
+  std::string mounts = read_file("/proc/self/mountinfo").value_or("");
+  for (const auto& l : layers) EXPECT_EQ(mounts.find(l.string()), std::string::npos);
+  for (const auto& id : {"userns-app", "userns-root", "userns-again"}) {
+    ASSERT_TRUE(store_->release(id).ok());
+  }
 }
 
 TEST_F(ImageStoreTest, CopyFallbackFlattensTheLayers) {

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "corral/common/fd.hpp"
 #include "corral/common/result.hpp"
 #include "corral/isolator/sandbox_spec.hpp"
 
@@ -38,6 +39,17 @@ const std::vector<std::string>& readonly_proc_paths();
 // Builds the sandbox root for `spec` and makes it the root and cwd ("/") of the calling process.
 // Must run in a new mount namespace (and in the task's new pid namespace, for /proc), as root of
 // that namespace. On error the namespace is left half built; the caller exits.
-Result<void> enter_sandbox_root(const SandboxSpec& spec);
+// rootfs_mount_fd: for an overlay rootfs in a user namespace, the detached mount made by
+// make_idmapped_overlay on the host side; it is attached as the new root.
+Result<void> enter_sandbox_root(const SandboxSpec& spec, int rootfs_mount_fd = -1);
+
+// For an overlay rootfs with a user namespace: builds, as the host's root (init user namespace),
+// a detached overlay mount whose lower layers are idmapped into the user namespace `userns_fd`
+// (read-only clones of the layer dirs: the image's uid N is N inside the task, host_uid + N on
+// the host; the store's files are not changed). The overlay keeps trusted.* xattrs working
+// (opaque dirs) since its mounter is the host's root. Gives the upper dir to the namespace's
+// root (the top layer's root owner, shifted) when it is owned by ids outside the range.
+// Errors name the layer and the fallback when the file system or kernel cannot idmap.
+Result<UniqueFd> make_idmapped_overlay(const SandboxSpec& spec, int userns_fd);
 
 }  // namespace corral::isolator
