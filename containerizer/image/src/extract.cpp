@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <memory>
+#include <set>
 #include <unordered_set>
 
 #include "corral/common/fd.hpp"
@@ -25,6 +26,9 @@ namespace {
 constexpr const char* kWhiteoutPrefix = ".wh.";
 // Writeback of an extracted file is started every this many bytes (see start_writeback).
 constexpr la_int64_t kWritebackChunk = 8 << 20;
+// Up to this many files + directories, a synced layer fsyncs exactly its own files and
+// directories; above, one syncfs() (one journal commit for all) is cheaper.
+constexpr size_t kTargetedSyncMax = 2048;
 constexpr const char* kOpaqueWhiteout = ".wh..wh..opq";
 constexpr const char* kOverlayOpaqueXattr = "trusted.overlay.opaque";
 
@@ -94,8 +98,25 @@ class Extractor {
 
   Result<void> entry(archive* tar, archive_entry* e, LayerStats& stats);
   Result<void> finish_dirs();
+  // Makes the layer durable: fdatasync of its regular files and fsync of its directories when
+  // there are few (nothing else is written: not the partial downloads of other layers, not
+  // other processes' dirty data, as syncfs() would), else syncfs() of the file system.
+  Result<void> sync(const fs::path& dest);
 
  private:
+  // Remembers `rel`'s parent directories (and `rel` itself when it is a directory or a regular
+  // file) for sync().
+  void note(const std::vector<std::string>& comps, bool dir, bool regular) {
+    if (!opts_.sync || too_many_) return;
+    for (size_t i = 0; i < comps.size(); ++i) sync_dirs_.insert(join(comps, i));
+    if (dir) sync_dirs_.insert(join(comps, comps.size()));
+    if (regular) sync_files_.push_back(join(comps, comps.size()));
+    if (sync_dirs_.size() + sync_files_.size() > kTargetedSyncMax) {
+      too_many_ = true;
+      sync_dirs_.clear();
+      sync_files_.clear();
+    }
+  }
   Result<int> parent_dir(const std::vector<std::string>& comps, const std::string& name);
   Result<void> remove_existing(int parent, const std::string& base, bool keep_dir);
   Result<void> apply_meta(int fd, archive_entry* e, mode_t perms, LayerStats& stats);
@@ -111,6 +132,9 @@ class Extractor {
   UniqueFd cached_fd_;
   std::unordered_set<std::string> files_;  // non-directories created in this layer
   std::vector<std::pair<std::string, timespec>> dir_times_;
+  std::set<std::string> sync_dirs_;
+  std::vector<std::string> sync_files_;
+  bool too_many_ = false;
 };
 
 Error entry_error(const std::string& name, int code, const std::string& what) {
@@ -224,6 +248,7 @@ Result<void> Extractor::entry(archive* tar, archive_entry* e, LayerStats& stats)
   const std::string rel = join(comps, comps.size());
   const std::string& base = comps.back();
   const mode_t type = archive_entry_filetype(e);
+  note(comps, type == AE_IFDIR, type == AE_IFREG && !archive_entry_hardlink(e));
   mode_t perms = archive_entry_perm(e) & 07777;
 
   // Whiteouts.
@@ -390,6 +415,37 @@ Result<void> Extractor::entry(archive* tar, archive_entry* e, LayerStats& stats)
   }
 }
 
+Result<void> Extractor::sync(const fs::path& dest) {
+  if (too_many_) {
+    UniqueFd sync_fd(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!sync_fd || ::syncfs(sync_fd.get()) != 0) {
+      return Error::from_errno("syncfs " + dest.string());
+    }
+    return {};
+  }
+  // Files first (their writeback started as they were written), then the directories that
+  // name them, deepest first.
+  for (const auto& rel : sync_files_) {
+    UniqueFd fd = open_beneath(root_, rel, O_RDONLY | O_NOFOLLOW);
+    if (!fd) {
+      if (errno == ENOENT) continue;  // removed or replaced later in the layer
+      return Error::from_errno("open " + rel + " to sync it");
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (::fdatasync(fd.get()) != 0) return Error::from_errno("fdatasync " + rel);
+  }
+  for (auto it = sync_dirs_.rbegin(); it != sync_dirs_.rend(); ++it) {
+    UniqueFd fd = open_beneath(root_, *it, O_RDONLY | O_DIRECTORY);
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;  // replaced later
+      return Error::from_errno("open directory " + *it + " to sync it");
+    }
+    if (::fsync(fd.get()) != 0) return Error::from_errno("fsync directory " + *it);
+  }
+  return {};
+}
+
 Result<void> Extractor::finish_dirs() {
   for (auto it = dir_times_.rbegin(); it != dir_times_.rend(); ++it) {
     UniqueFd fd = open_beneath(root_, it->first, O_RDONLY | O_DIRECTORY);
@@ -495,12 +551,7 @@ Result<LayerStats> extract_layer(const fs::path& archive_path, const fs::path& d
                               *options.expected_diff_id + " (corrupt or tampered image)");
   }
   // Durable before the caller publishes it (a rename after a crash must not expose holes).
-  if (options.sync) {
-    UniqueFd sync_fd(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!sync_fd || ::syncfs(sync_fd.get()) != 0) {
-      return Error::from_errno("syncfs " + dest.string());
-    }
-  }
+  if (options.sync) CORRAL_TRY(ex.sync(dest));
   return stats;
 }
 
