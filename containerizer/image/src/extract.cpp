@@ -428,7 +428,8 @@ Result<void> Extractor::sync(const fs::path& dest) {
   for (const auto& rel : sync_files_) {
     UniqueFd fd = open_beneath(root_, rel, O_RDONLY | O_NOFOLLOW);
     if (!fd) {
-      if (errno == ENOENT) continue;  // removed or replaced later in the layer
+      // Removed, or a parent replaced (by a symlink, a file) later in the layer.
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV) continue;
       return Error::from_errno("open " + rel + " to sync it");
     }
     struct stat st {};
@@ -438,7 +439,9 @@ Result<void> Extractor::sync(const fs::path& dest) {
   for (auto it = sync_dirs_.rbegin(); it != sync_dirs_.rend(); ++it) {
     UniqueFd fd = open_beneath(root_, *it, O_RDONLY | O_DIRECTORY);
     if (!fd) {
-      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;  // replaced later
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV) {
+        continue;  // replaced later in the layer
+      }
       return Error::from_errno("open directory " + *it + " to sync it");
     }
     if (::fsync(fd.get()) != 0) return Error::from_errno("fsync directory " + *it);

@@ -106,6 +106,30 @@ TEST_F(ExtractTest, ExtractsFilesDirsSymlinksAndHardlinks) {
   EXPECT_EQ(r->entries, 5u);
 }
 
+// The durable extraction syncs the layer's own files and dirs: entries removed or replaced
+// later in the layer (a directory replaced by a symlink, a file by a directory) are skipped,
+// and a layer with more entries than the targeted sync handles falls back to syncfs().
+TEST_F(ExtractTest, SyncedLayerWithReplacedEntriesAndManyFilesExtracts) {
+  opts_.sync = true;
+  auto r = extract({{"a/", AE_IFDIR, "", "", false, 0755},
+                    {"a/f", AE_IFREG, "one"},
+                    {"a", AE_IFLNK, "", "b"},
+                    {"c", AE_IFREG, "file"},
+                    {"c/", AE_IFDIR, "", "", false, 0755},
+                    {"c/g", AE_IFREG, "two"}});
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  EXPECT_EQ(fs::read_symlink(dest_ / "a"), "b");
+  EXPECT_EQ(*read_file(dest_ / "c/g"), "two");
+  fs::remove_all(dest_);
+  fs::create_directory(dest_);
+  std::vector<TarEntry> many;
+  for (int i = 0; i < 2100; ++i) many.push_back({"d/f" + std::to_string(i), AE_IFREG, "x"});
+  auto big = extract(many);
+  ASSERT_TRUE(big.ok()) << big.error().to_string();
+  EXPECT_EQ(big->entries, 2100u);
+  EXPECT_EQ(*read_file(dest_ / "d/f2099"), "x");
+}
+
 TEST_F(ExtractTest, DiffIdIsTheUncompressedStreamDigest) {
   const fs::path plain = dir_->path() / "plain.tar";
   write_tar(plain, {{"a", AE_IFREG, "hello"}});
