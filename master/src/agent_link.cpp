@@ -273,6 +273,7 @@ void MasterImpl::agent_register(const std::shared_ptr<http::Exchange>& ex, WireF
       TaskRec& rec = tasks_[key];
       rec.task = t;
       rec.task.mutable_agent_id()->set_value(id);
+      rec.changed();
       rec.resources = to_pools(t.resources());
       rec.role = fw->second.roles.empty() ? "*" : fw->second.roles.front();
       for (const auto& r : t.resources()) {
@@ -432,6 +433,7 @@ void MasterImpl::agent_status_update(AgentRec& agent, const internal::StatusUpda
     *rec.task.add_statuses() = status;
     if (rec.task.statuses_size() > 4) rec.task.mutable_statuses()->DeleteSubrange(0, 1);
   }
+  rec.changed();
   if (is_terminal(newest)) release_task_resources(rec);
   if (fw.connected) send_update(fw, status);
 
@@ -471,6 +473,7 @@ void MasterImpl::mark_unreachable(const std::string& agent_id) {
     t->second.resources_released = true;
     if (is_terminal(t->second.task.state())) continue;
     t->second.task.set_state(v1::TASK_UNREACHABLE);
+    t->second.changed();
     auto fw = frameworks_.find(key.first);
     if (fw != frameworks_.end()) {
       auto st = master_status(t->second.task.task_id(), agent_id, v1::TASK_UNREACHABLE,

@@ -305,12 +305,16 @@ struct RoleNode;
 // An entry of a role's share order: a child role, or the role's own frameworks (node ==
 // nullptr, name ""). Ordered by (key, name); the node pointer saves a lookup by name on every
 // step of the walk.
+// The name points at the role node's own name (or kSelfName), so moving an entry in the order
+// copies no string.
+const std::string kSelfName;
+
 struct OrderEntry {
   double key;
-  std::string name;
+  const std::string* name;
   RoleNode* node;
   bool operator<(const OrderEntry& o) const {
-    return key < o.key || (key == o.key && name < o.name);
+    return key < o.key || (key == o.key && *name < *o.name);
   }
 };
 
@@ -406,7 +410,7 @@ struct Allocator::Impl {
     parent->children.emplace(role, std::move(node));
     roles[role] = raw;
     raw->sort_key = 0;
-    parent->order.insert({0.0, role, raw});
+    parent->order.insert({0.0, &raw->name, raw});
     return raw;
   }
 
@@ -417,29 +421,45 @@ struct Allocator::Impl {
     return dominant(n->self_alloc) / std::max(n->config.weight, kEpsilon);
   }
 
-  void reposition_fw(int f, const std::string& role) {
-    RoleNode* n = role_node(role);
+  void reposition_fw(int f, RoleNode* n) {
+    const std::string& role = n->name;
     FwRec& fw = fws[f];
     double old = fw.share[role];
     double now = dominant(fw.by_role[role]);
     if (old == now) return;
-    n->fw_order.erase({old, f});
-    n->fw_order.insert({now, f});
+    // Moved by node handle: no allocation per step.
+    auto node = n->fw_order.extract({old, f});
+    if (node) {
+      node.value() = {now, f};
+      n->fw_order.insert(std::move(node));
+    } else {
+      n->fw_order.insert({now, f});
+    }
     fw.share[role] = now;
   }
 
   void reposition_up(RoleNode* n) {
     // The self group of n, then n in its parent, and so on up.
+    // Entries move by node handle (no allocation per step).
     double sk = self_key(n);
     if (sk != n->self_key) {
-      if (n->order.erase({n->self_key, "", nullptr})) n->order.insert({sk, "", nullptr});
+      auto node = n->order.extract({n->self_key, &kSelfName, nullptr});
+      if (node) {
+        node.value().key = sk;
+        n->order.insert(std::move(node));
+      }
       n->self_key = sk;
     }
     for (RoleNode* cur = n; cur->parent != nullptr; cur = cur->parent) {
       double k = node_key(cur);
       if (k == cur->sort_key) continue;
-      cur->parent->order.erase({cur->sort_key, cur->name, cur});
-      cur->parent->order.insert({k, cur->name, cur});
+      auto node = cur->parent->order.extract({cur->sort_key, &cur->name, cur});
+      if (node) {
+        node.value().key = k;
+        cur->parent->order.insert(std::move(node));
+      } else {
+        cur->parent->order.insert({k, &cur->name, cur});
+      }
       cur->sort_key = k;
     }
   }
@@ -453,9 +473,9 @@ struct Allocator::Impl {
     root.order.clear();
     for (auto& [name, n] : roles) {
       n->sort_key = node_key(n);
-      n->parent->order.insert({n->sort_key, n->name, n});
+      n->parent->order.insert({n->sort_key, &n->name, n});
       n->self_key = self_key(n);
-      if (!n->frameworks.empty()) n->order.insert({n->self_key, "", nullptr});
+      if (!n->frameworks.empty()) n->order.insert({n->self_key, &kSelfName, nullptr});
       for (int f : n->frameworks) {
         double s = dominant(fws[f].by_role[name]);
         fws[f].share[name] = s;
@@ -469,8 +489,11 @@ struct Allocator::Impl {
   // Only scalars are summed over agents (port 31000 on one agent and on another are two
   // resources: a union of ranges across agents would mean nothing).
   void account(int f, const std::string& role, const Quantities& q, bool add) {
-    if (!q.range_items().empty()) return account(f, role, q.scalars(), add);
-    RoleNode* n = role_node(role);
+    account(f, role_node(role), q, add);
+  }
+  void account(int f, RoleNode* n, const Quantities& q, bool add) {
+    if (!q.range_items().empty()) return account(f, n, q.scalars(), add);
+    const std::string& role = n->name;
     FwRec& fw = fws[f];
     if (add) {
       fw.by_role[role].add(q);
@@ -484,7 +507,7 @@ struct Allocator::Impl {
       }
     }
     if (!shares_stale) {
-      if (n->frameworks.count(f)) reposition_fw(f, role);
+      if (n->frameworks.count(f)) reposition_fw(f, n);
       reposition_up(n);
     }
   }
@@ -492,7 +515,8 @@ struct Allocator::Impl {
   void join_role(int f, const std::string& role) {
     RoleNode* n = role_node(role);
     if (!n->frameworks.insert(f).second) return;
-    if (n->frameworks.size() == 1 && !shares_stale) n->order.insert({n->self_key, "", nullptr});
+    if (n->frameworks.size() == 1 && !shares_stale)
+      n->order.insert({n->self_key, &kSelfName, nullptr});
     double s = dominant(fws[f].by_role[role]);
     fws[f].share[role] = s;
     if (!shares_stale) n->fw_order.insert({s, f});
@@ -503,7 +527,7 @@ struct Allocator::Impl {
     RoleNode* n = role_node(role);
     if (!n->frameworks.erase(f)) return;
     n->fw_order.erase({fws[f].share[role], f});
-    if (n->frameworks.empty()) n->order.erase({n->self_key, "", nullptr});
+    if (n->frameworks.empty()) n->order.erase({n->self_key, &kSelfName, nullptr});
     for (RoleNode* cur = n; cur != nullptr; cur = cur->parent) cur->fw_count--;
   }
 
@@ -581,12 +605,13 @@ struct Allocator::Impl {
           free = clamped;
         }
       }
-      if (!free.empty()) out.pool(pool) = free;
+      if (!free.empty()) out.pool(pool) = std::move(free);
     }
     // Ranges alone (ports with no cpus or mem) are not offered.
     bool any_scalar = false;
     for (const auto& [pool, q] : out.pools()) any_scalar |= q.has_scalars();
-    return any_scalar ? out : Resources{};
+    if (!any_scalar) return Resources{};
+    return out;
   }
 
   bool eligible(int f, const std::string& role, int a, TimePoint now) const {
@@ -621,13 +646,13 @@ struct Allocator::Impl {
     return {-1, nullptr};
   }
 
-  void give(int a, int f, RoleNode* role, const Resources& r, std::vector<Allocation>* out) {
+  void give(int a, int f, RoleNode* role, Resources&& r, std::vector<Allocation>* out) {
     AgentRec& agent = agents[a];
     agent.allocated.add(r);
     agent.allocs[{f, role->name}].add(r);
     fws[f].agents.insert(a);
-    account(f, role->name, r.total(), true);
-    out->push_back(Allocation{agent.id, fws[f].id, role->name, r});
+    account(f, role, r.total(), true);
+    out->push_back(Allocation{agent.id, fws[f].id, role->name, std::move(r)});
     stats.allocations++;
   }
 
@@ -657,6 +682,7 @@ struct Allocator::Impl {
     std::vector<int> examine;
     examine.swap(dirty);
     any_dirty = false;
+    out.reserve(examine.size());
     for (int a : examine) agents[a].dirty = false;
 
     // Roles with an unsatisfied guarantee go first (quota pass), then everyone (fair pass).
@@ -681,7 +707,7 @@ struct Allocator::Impl {
           Resources offer;
           auto [f, role] = pick(q, a, now, &offer);
           if (f >= 0) {
-            give(a, f, role, offer, &out);
+            give(a, f, role, std::move(offer), &out);
             break;
           }
         }
@@ -692,7 +718,7 @@ struct Allocator::Impl {
         Resources offer;
         auto [f, role] = pick(&root, a, now, &offer);
         if (f < 0) break;
-        give(a, f, role, offer, &out);
+        give(a, f, role, std::move(offer), &out);
         if (!has_free(agent)) break;
       }
     }

@@ -457,6 +457,30 @@ TEST_F(ClusterTest, PortsAreOfferedAndATasksPortsAreNotOfferedAgain) {
   EXPECT_EQ(task_json["resources"]["ports"], "[31000-31001]") << st->body();
   EXPECT_EQ(task_json["id"], "web-ports");
   EXPECT_EQ(task_json["state"], "TASK_RUNNING");
+
+  // The master reuses each task's and agent's JSON between reads (until they change): after
+  // the task finishes, GET_STATE shows the new state and the freed ports, and is still exactly
+  // the protobuf answer's JSON.
+  const std::string fw_id = tasks.begin()->first.first;
+  a->send_status(fw_id, "web-ports", v1::TASK_FINISHED);
+  ASSERT_TRUE(eventually([&] { return a->acknowledged() == 2; })) << f->last_error();
+  auto js2 = c.post("/api/v1", R"({"type":"GET_STATE"})");
+  ASSERT_TRUE(js2.ok());
+  EXPECT_NE(js2->body(), js->body());
+  http::Request req2 = http::make_request(http::Verb::post, "/api/v1", R"({"type":"GET_STATE"})",
+                                          "application/json");
+  req2.set(http::Field::accept, "application/x-protobuf");
+  auto pb2 = c.request(std::move(req2));
+  ASSERT_TRUE(pb2.ok());
+  v1::master::Response from_pb2;
+  ASSERT_TRUE(parse_binary(pb2->body(), &from_pb2).ok());
+  EXPECT_EQ(to_json(from_pb2), js2->body());
+  const auto& state2 = from_pb2.get_state();
+  ASSERT_EQ(state2.get_tasks().completed_tasks_size(), 1) << js2->body();
+  EXPECT_EQ(state2.get_tasks().completed_tasks(0).state(), v1::TASK_FINISHED);
+  EXPECT_EQ(state2.get_tasks().tasks_size(), 0);
+  ASSERT_EQ(state2.get_agents().agents_size(), 1);
+  EXPECT_EQ(ports_of(state2.get_agents().agents(0).allocated_resources()), "") << js2->body();
 }
 
 TEST_F(ClusterTest, SchedulerApiErrorsAreMesosStyleAndTheMasterStaysUp) {

@@ -62,6 +62,19 @@ struct AgentRec {
   bool deactivated = false;  // maintenance / operator
   std::set<TaskKey> tasks;
   std::set<std::string> offers;
+  // GET_STATE's JSON of this agent (operator_api.cpp), reused while what it was written from is
+  // unchanged: the resources (compared), and the connection and (re)registration that any
+  // change of `info` comes with (Debug builds check every reuse against a fresh write).
+  struct JsonCache {
+    std::string json;
+    std::string stream_id;
+    State state = State::kRecovered;
+    bool deactivated = false;
+    double registered_time = 0;
+    double reregistered_time = 0;
+    Resources total, allocated, offered;
+  };
+  mutable JsonCache json_cache;
 };
 
 struct FrameworkRec {
@@ -86,6 +99,14 @@ struct TaskRec {
   std::string role;
   Resources resources;
   bool resources_released = false;  // given back to the allocator (terminal, or agent lost)
+  // The task's JSON (json_writer.hpp), built by the first GET_STATE/GET_TASKS after a change
+  // and copied as is by the next ones. Whoever changes `task` calls changed() (Debug builds
+  // check every cached fragment against a fresh one).
+  mutable std::string json;
+  void changed() {
+    json.clear();
+    json.shrink_to_fit();
+  }
 };
 
 struct OfferRec {
@@ -169,6 +190,14 @@ class MasterImpl {
   // --- operator_api.cpp
   void operator_api(const std::shared_ptr<http::Exchange>& ex);
   v1::master::Response::GetAgents get_agents() const;
+  // One agent of GetAgents.agents from its record and its resources.
+  v1::master::Response::GetAgents::Agent agent_message(const AgentRec& a, const Resources& total,
+                                                       const Resources& allocated,
+                                                       const Resources& offered) const;
+  // The resources agent_message() reads: the total, allocated (less offered) and offered.
+  void agent_resources(const std::string& id, const AgentRec& a, Resources* total,
+                       Resources* allocated, Resources* offered) const;
+  void write_agents_json(JsonWriter& w) const;  // GetAgents, as to_json(get_agents())
   v1::master::Response::GetFrameworks get_frameworks() const;
   v1::master::Response::GetTasks get_tasks() const;
   v1::master::Response::GetRoles get_roles() const;
