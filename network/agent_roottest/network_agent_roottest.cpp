@@ -90,17 +90,16 @@ std::string net_task(const std::string& id, const std::string& command, const st
                       {"agent_id", {{"value", "x"}}},
                       {"command", {{"value", command}}}};
   if (host_port) {
-    info["port_mappings"] = {
-        {{"host_port", host_port}, {"container_port", container_port}, {"protocol", "tcp"}}};
-    t["resources"] = {
-      {{"name", "ports"},
-       {"type", "RANGES"},
-       {"ranges", {{"range", {{{"begin", host_port}, {"end", host_port}}}}}}}
-    }
-  };
-}
-t["container"] = {{"type", "MESOS"}, {"network_infos", {info}}};
-return t.dump();
+    nlohmann::json mapping = {
+        {"host_port", host_port}, {"container_port", container_port}, {"protocol", "tcp"}};
+    info["port_mappings"] = nlohmann::json::array({mapping});
+    nlohmann::json range = {{"begin", host_port}, {"end", host_port}};
+    nlohmann::json ports = {{"name", "ports"}, {"type", "RANGES"}};
+    ports["ranges"]["range"] = nlohmann::json::array({range});
+    t["resources"] = nlohmann::json::array({ports});
+  }
+  t["container"] = {{"type", "MESOS"}, {"network_infos", nlohmann::json::array({info})}};
+  return t.dump();
 }
 
 const char* kServer =
@@ -172,8 +171,12 @@ class AgentNetworkTest : public ::testing::Test {
   }
   std::string stdout_of(AgentProcess& a, const std::string& task_id) {
     auto t = a.task(task_id);
-    if (!t || t->statuses().empty()) return "";
-    const std::string cid = t->statuses().rbegin()->container_status().container_id().value();
+    if (!t) return "";
+    std::string cid;  // the RUNNING status names the container; the terminal one may not
+    for (const auto& st : t->statuses())
+      if (!st.container_status().container_id().value().empty())
+        cid = st.container_status().container_id().value();
+    if (cid.empty()) return "";
     return read_file(path() / "work" / "sandboxes" / "local" / task_id / cid / "stdout")
         .value_or("");
   }
@@ -278,26 +281,27 @@ TEST_F(AgentNetworkTest, ABadNetworkSectionStopsTheAgentNamingTheKey) {
   const std::string out =
       sh(std::string(CORRAL_AGENT_PATH) + " --config " + (path() / "bad.toml").string() +
          " --work-dir " + (path() / "work").string() + " --socket " + (path() / "a.sock").string() +
-         " --listen ''; echo rc=$?");
+         " --listen '' 2>&1; echo rc=$?");
   EXPECT_NE(out.find("network.mtu"), std::string::npos) << out;
   EXPECT_EQ(out.find("rc=0"), std::string::npos) << out;
   // A subnet overlapping a route of this host: the agent refuses to start, naming both.
   ASSERT_EQ(sh("ip link add lan0 type veth peer name lan0p && ip link set lan0p up && "
-               "ip addr add 10.99.0.77/16 dev lan0 && ip link set lan0 up && echo ok"),
+               "ip addr add 10.98.0.77/16 dev lan0 && ip link set lan0 up && echo ok"),
             "ok\n");
   std::ofstream(path() / "agent2.toml")
-      << "dbus = false\ndiscovery = \"none\"\n[network]\nsubnet = \"10.99.0.0/24\"\n"
+      << "dbus = false\ndiscovery = \"none\"\n[network]\nbridge = \"corral9\"\n"
+         "subnet = \"10.98.0.0/24\"\n"
          "netns_dir = \""
       << (path() / "netns").string() << "\"\n";
   const std::string out2 =
       sh(std::string(CORRAL_AGENT_PATH) + " --config " + (path() / "agent2.toml").string() +
          " --work-dir " + (path() / "work").string() + " --policy-dir " +
          (path() / "policy").string() + " --launcher " + CORRAL_LAUNCHER_PATH + " --socket " +
-         (path() / "a.sock").string() + " --listen ''; echo rc=$?");
-  EXPECT_NE(out2.find("overlaps the route 10.99.0.0/16 of interface lan0"), std::string::npos)
+         (path() / "a.sock").string() + " --listen '' 2>&1; echo rc=$?");
+  EXPECT_NE(out2.find("overlaps the route 10.98.0.0/16 of interface lan0"), std::string::npos)
       << out2;
   EXPECT_EQ(out2.find("rc=0"), std::string::npos) << out2;
-  EXPECT_FALSE(fs::exists("/sys/class/net/corral0"));
+  EXPECT_FALSE(fs::exists("/sys/class/net/corral9"));  // no bridge was made
 }
 
 }  // namespace
