@@ -33,6 +33,7 @@
 #ifdef CORRAL_HAVE_DOCKER
 #include "corral/docker/docker_containerizer.hpp"
 #endif
+#include "corral/agent/checkpoint.pb.h"
 #include "corral/v1/agent.pb.h"
 #include "corral/v1/internal.pb.h"
 
@@ -149,8 +150,8 @@ nlohmann::json TaskRecord::to_json() const {
   return j;
 }
 
-Result<TaskRecord> TaskRecord::from_json(const std::string& text) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
+Result<TaskRecord> TaskRecord::from_json(std::string_view text) {
+  auto j = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Error(EINVAL, "not a JSON object");
   TaskRecord t;
   try {
@@ -183,6 +184,69 @@ Result<TaskRecord> TaskRecord::from_json(const std::string& text) {
   } catch (const std::exception& e) {
     return Error(EINVAL, e.what());
   }
+  return t;
+}
+
+namespace {
+constexpr char kRecordVersion = 0x01;
+}
+
+std::string TaskRecord::to_record() const {
+  checkpoint::TaskRecord r;
+  r.set_container_id(container_id);
+  *r.mutable_framework() = framework;
+  *r.mutable_task() = info;
+  r.set_state(state);
+  r.set_containerizer(containerizer);
+  if (!checkpoint.is_null()) r.set_containerizer_checkpoint(checkpoint.dump());
+  r.set_sandbox(sandbox);
+  r.set_run_dir(run_dir);
+  r.set_kill_requested(kill_requested);
+  r.set_local(local);
+  r.set_launched(launched);
+  r.set_created_at(created_at);
+  r.set_user(user);
+  for (const auto& u : pending) *r.add_updates() = u;
+  for (const auto& st : statuses) *r.add_statuses() = st;
+  std::string out(1, kRecordVersion);
+  r.AppendToString(&out);
+  return out;
+}
+
+Result<TaskRecord> TaskRecord::from_record(std::string_view bytes) {
+  if (bytes.empty()) return Error(EINVAL, "empty record");
+  if (bytes.front() == '{') return from_json(bytes);  // a JSON record of an older agent
+  if (bytes.front() != kRecordVersion) {
+    return Error(EINVAL, "unknown record format (first byte " +
+                             std::to_string(static_cast<unsigned char>(bytes.front())) +
+                             "; this agent reads version 1 and JSON): written by a newer agent?");
+  }
+  checkpoint::TaskRecord r;
+  if (!r.ParseFromArray(bytes.data() + 1, static_cast<int>(bytes.size() - 1)))
+    return Error(EINVAL, "the binary record does not parse (truncated or corrupt)");
+  if (r.container_id().empty() || !r.has_framework() || !r.has_task() || !r.has_state())
+    return Error(EINVAL, "the binary record lacks its container id, framework, task or state");
+  TaskRecord t;
+  t.container_id = r.container_id();
+  t.framework = std::move(*r.mutable_framework());
+  t.info = std::move(*r.mutable_task());
+  t.state = r.state();
+  t.containerizer = r.has_containerizer() ? r.containerizer() : "native";
+  if (r.has_containerizer_checkpoint()) {
+    t.checkpoint = nlohmann::json::parse(r.containerizer_checkpoint(), nullptr, false);
+    if (t.checkpoint.is_discarded())
+      return Error(EINVAL, "the containerizer checkpoint in the record is not JSON");
+  }
+  t.sandbox = r.sandbox();
+  t.run_dir = r.run_dir();
+  t.kill_requested = r.kill_requested();
+  t.local = r.local();
+  t.launched = r.launched();
+  t.created_at = r.created_at();
+  t.user = r.user();
+  for (auto& u : *r.mutable_updates()) t.pending.push_back(std::move(u));
+  t.statuses.reserve(static_cast<size_t>(r.statuses_size()));
+  for (auto& st : *r.mutable_statuses()) t.statuses.push_back(std::move(st));
   return t;
 }
 
@@ -466,7 +530,7 @@ Result<void> AgentImpl::recover(const CheckpointContents& contents) {
   }
   std::vector<std::pair<std::string, nlohmann::json>> native_cps, docker_cps;
   for (const auto& [id, text] : contents.tasks) {
-    auto rec = TaskRecord::from_json(text);
+    auto rec = TaskRecord::from_record(text);
     if (!rec) {
       log::error("checkpoint: skipping the unreadable record of container " + id + " in " +
                  (config_.work_dir / "agent.db").string() + ": " + rec.error().message() +
@@ -800,11 +864,13 @@ void AgentImpl::update(TaskRecord& t, TaskState state, TaskStatus::Source source
     t.finished_at = now_seconds();
     notify_waiters(t);
   }
-  log::info("task " + t.info.task_id().value() + " (framework " + t.framework.id().value() +
-                "): " + v1::TaskState_Name(state) + (message.empty() ? "" : ": " + message),
-            {{"CORRAL_TASK_ID", t.info.task_id().value()},
-             {"CORRAL_FRAMEWORK_ID", t.framework.id().value()},
-             {"CORRAL_CONTAINER_ID", t.container_id}});
+  if (log::level() >= log::Level::info) {  // not formatted when nobody reads it
+    log::info("task " + t.info.task_id().value() + " (framework " + t.framework.id().value() +
+                  "): " + v1::TaskState_Name(state) + (message.empty() ? "" : ": " + message),
+              {{"CORRAL_TASK_ID", t.info.task_id().value()},
+               {"CORRAL_FRAMEWORK_ID", t.framework.id().value()},
+               {"CORRAL_CONTAINER_ID", t.container_id}});
+  }
   persist(t);
   if (on_task_state_) on_task_state_(t, *s);
 }
@@ -841,7 +907,7 @@ void AgentImpl::flush() {
     if (t->erase) {
       batch.tasks[id] = std::nullopt;
     } else {
-      batch.tasks[id] = t->to_json().dump();
+      batch.tasks[id] = t->to_record();
     }
     seqs[id] = seq;
   }

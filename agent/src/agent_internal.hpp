@@ -79,8 +79,16 @@ struct TaskRecord {
   double health_started = 0;
   bool health_check_running = false;
 
+  // The checkpoint record: the version byte 0x01, then corral.agent.checkpoint.TaskRecord in
+  // binary protobuf (agent/proto/corral/agent/checkpoint.proto).
+  std::string to_record() const;
+  // Reads a record: binary (version 1), or the JSON text older agents wrote. A record that is
+  // neither, or does not parse, is an EINVAL error saying which.
+  static Result<TaskRecord> from_record(std::string_view bytes);
+  // The JSON record of agents before the binary format (read for compatibility; written only by
+  // tests).
   nlohmann::json to_json() const;
-  static Result<TaskRecord> from_json(const std::string& text);
+  static Result<TaskRecord> from_json(std::string_view text);
   v1::Task to_task(const std::string& agent_id) const;
 };
 

@@ -35,7 +35,7 @@ Result<CheckpointContents> CheckpointStore::load() {
     for (;;) {
       CORRAL_ASSIGN_OR_RETURN(bool row, s.step());
       if (!row) break;
-      out.tasks.emplace_back(s.column_text(0), s.column_text(1));
+      out.tasks.emplace_back(s.column_text(0), s.column_blob(1));
     }
   }
   {
@@ -61,7 +61,7 @@ Result<void> CheckpointStore::commit(const CheckpointBatch& batch) {
       for (const auto& [id, record] : batch.tasks) {
         if (record) {
           CORRAL_TRY(put.reset());
-          put.bind(1, id).bind(2, *record);
+          put.bind(1, id).bind_blob(2, *record);
           CORRAL_TRY(put.run());
         } else {
           CORRAL_TRY(del.reset());

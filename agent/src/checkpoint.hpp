@@ -1,8 +1,8 @@
 #pragma once
 // The agent's checkpoint: <work_dir>/agent.db (SQLite, WAL, synchronous=FULL). One row per task
-// (a JSON record), agent metadata, and the sandboxes waiting for garbage collection. Used from one
-// thread at a time (the agent's checkpoint strand). A row that does not parse is reported by the
-// agent and skipped, never fatal.
+// (a binary record, TaskRecord::to_record; older agents wrote JSON text), agent metadata, and the
+// sandboxes waiting for garbage collection. Used from one thread at a time (the agent's checkpoint
+// strand). A row that does not parse is reported by the agent and skipped, never fatal.
 
 #include <map>
 #include <optional>
