@@ -248,6 +248,7 @@ class MasterImpl {
     uint64_t offers_rescinded = 0;
     uint64_t allocation_runs = 0;
     double last_allocation_ms = 0;
+    double last_state_write_ms = 0;  // writing the last GET_STATE answer (not sending it)
     uint64_t invalid_calls = 0;
   } counters_;
 

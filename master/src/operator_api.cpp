@@ -396,6 +396,7 @@ nlohmann::json MasterImpl::metrics_snapshot() const {
       {"master/invalid_calls", counters_.invalid_calls},
       {"allocator/allocation_runs", counters_.allocation_runs},
       {"allocator/allocation_run_ms", counters_.last_allocation_ms},
+      {"master/get_state_write_ms", counters_.last_state_write_ms},
   };
   for (const char* name : {"cpus", "mem", "disk", "gpus"}) {
     double t = total.get(name), u = used.get(name);
@@ -663,6 +664,7 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
     case OpCall::GET_STATE: {
       // Streamed from the master's structures (no Response copy of 100,000 tasks): the same
       // bytes as serializing the Response message.
+      const auto write_start = SteadyClock::now();
       std::string body;
       if (*out == WireFormat::kJson) {
         JsonWriter w(body);
@@ -674,6 +676,8 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
         put_varint(body, OpResponse::GET_STATE);
         put_submessage(body, OpResponse::kGetStateFieldNumber, state_protobuf());
       }
+      counters_.last_state_write_ms =
+          std::chrono::duration<double, std::milli>(SteadyClock::now() - write_start).count();
       return ex->respond(http::make_response(http::Status::ok, std::move(body),
                                              content_type_of(*out), req.version()));
     }
