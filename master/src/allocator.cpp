@@ -10,7 +10,26 @@ namespace corral::master {
 
 namespace {
 constexpr double kEpsilon = 1e-9;
+
+// Resource names are short ("cpus", "mem"): compared inline, without a call to memcmp, as the
+// allocator compares them several times per agent per cycle.
+inline bool name_eq(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
 }
+inline bool name_less(const std::string& a, const std::string& b) {
+  const size_t n = std::min(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) {
+      return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[i]);
+    }
+  }
+  return a.size() < b.size();
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // RangeSet
@@ -135,19 +154,20 @@ Quantities Quantities::scalars() const {
 
 double Quantities::get(const std::string& name) const {
   for (const auto& [n, v] : items_) {
-    if (n == name) return v;
+    if (name_eq(n, name)) return v;
   }
   return 0;
 }
 
 void Quantities::set(const std::string& name, double value) {
-  auto it = std::lower_bound(items_.begin(), items_.end(), name,
-                             [](const auto& item, const std::string& n) { return item.first < n; });
+  auto it = std::lower_bound(
+      items_.begin(), items_.end(), name,
+      [](const auto& item, const std::string& n) { return name_less(item.first, n); });
   if (value <= kEpsilon) {
-    if (it != items_.end() && it->first == name) items_.erase(it);
+    if (it != items_.end() && name_eq(it->first, name)) items_.erase(it);
     return;
   }
-  if (it != items_.end() && it->first == name) {
+  if (it != items_.end() && name_eq(it->first, name)) {
     it->second = value;
   } else {
     items_.insert(it, {name, value});
