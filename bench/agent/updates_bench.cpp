@@ -352,7 +352,7 @@ int main(int argc, char** argv) {
     auto p0 = Clock::now();
     size_t parsed = 0;
     for (const auto& [id, text] : contents->tasks)
-      parsed += agent::TaskRecord::from_json(text) ? 1 : 0;
+      parsed += agent::TaskRecord::from_record(text) ? 1 : 0;
     double parse_s = seconds_since(p0);
 
     int regs = master.registrations;
