@@ -111,14 +111,20 @@ class DbusGlue : public dbus::AgentBackend {
   // No static master: find it through Avahi and follow it when it moves (docs/dbus.md).
   void start_discovery() {
     auto locator = std::make_unique<dbus::AvahiMasterLocator>(*bus_);
-    auto r = locator->start([this](const std::string& address) { follow(address); });
+    auto r = locator->start([this](const std::string& address) { follow(address); },
+                            /*wait_for_avahi=*/true);
     if (!r.ok()) {
       log::notice("master discovery off, the agent stays standalone: " + r.error().message());
       return;
     }
+    if (!locator->absent_reason().empty()) {
+      log::notice("no master address configured and " + locator->absent_reason() +
+                  "; standalone until avahi-daemon starts");
+    } else {
+      log::notice("no master address configured: looking for one through Avahi (" +
+                  std::string(dbus::kMasterServiceType) + ")");
+    }
     locator_ = std::move(locator);
-    log::notice("no master address configured: looking for one through Avahi (" +
-                std::string(dbus::kMasterServiceType) + ")");
   }
 
   void follow(const std::string& address) {

@@ -75,6 +75,7 @@ Result<void> StaticMasterLocator::start(OnChange on_change) {
 // ---- AvahiMasterLocator ---------------------------------------------------------------------
 
 AvahiMasterLocator::~AvahiMasterLocator() {
+  presence_.reset();
   resolving_.clear();
   match_.reset();
   if (!browser_path_.empty() && bus_.connected()) {
@@ -84,7 +85,37 @@ AvahiMasterLocator::~AvahiMasterLocator() {
   }
 }
 
-Result<void> AvahiMasterLocator::start(OnChange on_change) {
+// ---- AvahiPresence --------------------------------------------------------------------------
+
+Result<std::unique_ptr<AvahiPresence>> AvahiPresence::watch(Bus& bus,
+                                                            std::function<void(bool)> cb) {
+  std::unique_ptr<AvahiPresence> p(new AvahiPresence());
+  p->cb_ = std::move(cb);
+  sd_bus_slot* slot = nullptr;
+  int r = sd_bus_add_match(bus.get(), &slot,
+                           "type='signal',sender='org.freedesktop.DBus',"
+                           "path='/org/freedesktop/DBus',interface='org.freedesktop.DBus',"
+                           "member='NameOwnerChanged',arg0='org.freedesktop.Avahi'",
+                           &AvahiPresence::on_owner, p.get());
+  if (r < 0) return Error(-r, "watching for avahi-daemon on the bus failed");
+  p->match_.reset(slot);
+  bus.kick();
+  return p;
+}
+
+int AvahiPresence::on_owner(sd_bus_message* m, void* userdata, sd_bus_error*) {
+  auto* self = static_cast<AvahiPresence*>(userdata);
+  const char *name = nullptr, *old_owner = nullptr, *new_owner = nullptr;
+  if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0) return 0;
+  if (!name || std::strcmp(name, kAvahi) != 0) return 0;
+  bool present = new_owner && *new_owner;
+  // A restart seen as one change (old owner to new owner) is "gone" and then "back".
+  if (present && old_owner && *old_owner) self->cb_(false);
+  self->cb_(present);
+  return 0;
+}
+
+Result<void> AvahiMasterLocator::start(OnChange on_change, bool wait_for_avahi) {
   on_change_ = std::move(on_change);
   // Subscribe before the browser exists (any path): its first ItemNew may come at once.
   sd_bus_slot* slot = nullptr;
@@ -92,9 +123,25 @@ Result<void> AvahiMasterLocator::start(OnChange on_change) {
                               &AvahiMasterLocator::on_item, this);
   if (r < 0) return Error(-r, "subscribing to Avahi's ServiceBrowser signals failed");
   match_.reset(slot);
+  CORRAL_ASSIGN_OR_RETURN(
+      presence_, AvahiPresence::watch(bus_, [this](bool present) { avahi_changed(present); }));
+  auto b = browse();
+  if (!b.ok()) {
+    if (!wait_for_avahi || b.error().code() != ENOENT) {
+      presence_.reset();
+      match_.reset();
+      return b;
+    }
+    absent_reason_ = b.error().message();
+  }
+  return {};
+}
+
+Result<void> AvahiMasterLocator::browse() {
   BusError err;
   sd_bus_message* raw = nullptr;
-  r = sd_bus_call_method(bus_.get(), kAvahi, "/", kServer, "ServiceBrowserNew", &err.e, &raw,
+  int r =
+      sd_bus_call_method(bus_.get(), kAvahi, "/", kServer, "ServiceBrowserNew", &err.e, &raw,
                          "iissu", kIfUnspec, kProtoInet, kMasterServiceType, domain_.c_str(), 0u);
   MessagePtr reply(raw);
   if (r < 0) return avahi_error("browsing for " + std::string(kMasterServiceType), r, err);
@@ -102,8 +149,30 @@ Result<void> AvahiMasterLocator::start(OnChange on_change) {
   if ((r = sd_bus_message_read(reply.get(), "o", &path)) < 0)
     return Error(-r, "unreadable answer to ServiceBrowserNew");
   browser_path_ = path;
+  absent_reason_.clear();
   bus_.kick();
   return {};
+}
+
+// avahi-daemon went away (its browser with it) or came (back): browse again. The master chosen so
+// far stays reported until the new browser's answers say otherwise, so a restart of avahi-daemon
+// does not move the agent.
+void AvahiMasterLocator::avahi_changed(bool present) {
+  if (!present) {
+    if (!browser_path_.empty())
+      log::warning("avahi-daemon left the system bus: master discovery paused until it is back");
+    browser_path_.clear();
+    resolving_.clear();
+    choice_ = MasterChoice();
+    return;
+  }
+  if (!browser_path_.empty()) return;
+  if (auto b = browse(); !b.ok()) {
+    log::warning("avahi-daemon is back, but browsing for the master failed: " +
+                 b.error().message());
+    return;
+  }
+  log::notice("avahi-daemon is on the system bus: browsing for " + std::string(kMasterServiceType));
 }
 
 int AvahiMasterLocator::on_item(sd_bus_message* m, void* userdata, sd_bus_error*) {
@@ -195,30 +264,66 @@ void AvahiMasterLocator::changed() {
 
 // ---- AvahiPublisher -------------------------------------------------------------------------
 
-Result<std::unique_ptr<AvahiPublisher>> AvahiPublisher::publish(
-    Bus& bus, const std::string& name, const std::string& type, uint16_t port,
-    const std::vector<std::string>& txt) {
+Result<std::unique_ptr<AvahiPublisher>> AvahiPublisher::publish(Bus& bus, const std::string& name,
+                                                                const std::string& type,
+                                                                uint16_t port,
+                                                                const std::vector<std::string>& txt,
+                                                                bool wait_for_avahi) {
   std::unique_ptr<AvahiPublisher> p(new AvahiPublisher(bus));
   p->name_ = name;
   p->type_ = type;
   p->port_ = port;
   p->txt_ = txt;
+  AvahiPublisher* raw = p.get();
+  CORRAL_ASSIGN_OR_RETURN(p->presence_, AvahiPresence::watch(bus, [raw](bool present) {
+                            raw->avahi_changed(present);
+                          }));
+  if (auto r = p->publish_now(); !r.ok()) {
+    if (!wait_for_avahi || r.error().code() != ENOENT) return r.error();
+    p->absent_reason_ = r.error().message();
+  }
+  return p;
+}
+
+Result<void> AvahiPublisher::publish_now() {
   BusError err;
   sd_bus_message* raw = nullptr;
-  int r = sd_bus_call_method(bus.get(), kAvahi, "/", kServer, "EntryGroupNew", &err.e, &raw, "");
+  int r = sd_bus_call_method(bus_.get(), kAvahi, "/", kServer, "EntryGroupNew", &err.e, &raw, "");
   MessagePtr reply(raw);
-  if (r < 0) return avahi_error("publishing " + type, r, err);
+  if (r < 0) return avahi_error("publishing " + type_, r, err);
   const char* path = nullptr;
   if ((r = sd_bus_message_read(reply.get(), "o", &path)) < 0)
     return Error(-r, "unreadable answer to EntryGroupNew");
-  p->group_path_ = path;
+  group_path_ = path;
   sd_bus_slot* slot = nullptr;
-  r = sd_bus_match_signal(bus.get(), &slot, kAvahi, p->group_path_.c_str(), kEntryGroup,
-                          "StateChanged", &AvahiPublisher::on_state, p.get());
+  r = sd_bus_match_signal(bus_.get(), &slot, kAvahi, group_path_.c_str(), kEntryGroup,
+                          "StateChanged", &AvahiPublisher::on_state, this);
   if (r < 0) return Error(-r, "subscribing to Avahi's EntryGroup signals failed");
-  p->state_match_.reset(slot);
-  CORRAL_TRY(p->add_and_commit());
-  return p;
+  state_match_.reset(slot);
+  CORRAL_TRY(add_and_commit());
+  absent_reason_.clear();
+  return {};
+}
+
+// avahi-daemon went away (with the entry group) or came (back): publish again.
+void AvahiPublisher::avahi_changed(bool present) {
+  if (!present) {
+    if (!group_path_.empty())
+      log::warning("avahi-daemon left the system bus: " + name_ +
+                   " is not announced until it is back");
+    group_path_.clear();
+    state_match_.reset();
+    return;
+  }
+  if (!group_path_.empty()) return;
+  if (auto r = publish_now(); !r.ok()) {
+    log::warning("avahi-daemon is back, but publishing " + name_ +
+                 " failed: " + r.error().message());
+    group_path_.clear();
+    state_match_.reset();
+    return;
+  }
+  log::notice("avahi-daemon is on the system bus: publishing " + name_ + " (" + type_ + ")");
 }
 
 Result<void> AvahiPublisher::add_and_commit() {
@@ -283,6 +388,7 @@ int AvahiPublisher::on_state(sd_bus_message* m, void* userdata, sd_bus_error*) {
 }
 
 AvahiPublisher::~AvahiPublisher() {
+  presence_.reset();
   state_match_.reset();
   if (!group_path_.empty() && bus_.connected()) {
     (void)sd_bus_call_method_async(bus_.get(), nullptr, kAvahi, group_path_.c_str(), kEntryGroup,

@@ -11,13 +11,6 @@
 namespace corral::dbus {
 namespace asio = boost::asio;
 
-std::string BusError::text(int r) const {
-  if (sd_bus_error_is_set(&e)) {
-    return std::string(e.name) + (e.message ? std::string(": ") + e.message : std::string());
-  }
-  return std::strerror(r < 0 ? -r : r);
-}
-
 Bus::Bus(asio::io_context& io, BusPtr bus) : io_(io), bus_(std::move(bus)), fd_(io), timer_(io) {}
 
 Bus::~Bus() {

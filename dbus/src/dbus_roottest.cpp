@@ -404,6 +404,59 @@ TEST(DbusAvahiRoot, AgentFindsThePublishedMasterAndFollowsItWhenItMoves) {
   EXPECT_EQ(seen, (std::vector<std::string>{"http://127.0.0.1:5050", "http://127.0.0.1:5060", ""}));
 }
 
+// avahi-daemon starts after the master and the agent, and is restarted later (a package upgrade):
+// the master publishes when it appears and again after the restart; the agent browses again.
+TEST(DbusAvahiRoot, MasterAndAgentWaitForAvahiAndSurviveItsRestart) {
+  PrivateBus bus(testing::kPermissivePolicy);
+  ASSERT_TRUE(bus.running()) << "dbus-daemon (package dbus) did not start";
+  boost::asio::io_context io;
+  auto master_bus = Bus::open_address(io, bus.address(), "test-master");
+  auto agent_bus = Bus::open_address(io, bus.address(), "test-agent");
+  ASSERT_TRUE(master_bus.ok() && agent_bus.ok());
+
+  std::vector<std::string> seen;
+  AvahiMasterLocator locator(**agent_bus);
+  auto started = locator.start([&](const std::string& a) { seen.push_back(a); }, true);
+  ASSERT_TRUE(started.ok()) << started.error().message();
+  EXPECT_NE(locator.absent_reason().find("avahi-daemon is not on the system bus"),
+            std::string::npos)
+      << locator.absent_reason();
+  auto a = AvahiPublisher::publish(**master_bus, "corral-master on a", kMasterServiceType, 5050,
+                                   {"id=m-a"}, true);
+  ASSERT_TRUE(a.ok()) << a.error().message();
+  EXPECT_FALSE((*a)->published());
+  // Without the wait, no avahi-daemon is still an error.
+  EXPECT_FALSE(AvahiPublisher::publish(**master_bus, "x", kMasterServiceType, 1, {}, false).ok());
+
+  auto run_until = [&](auto done) {
+    for (int i = 0; i < 200 && !done(); ++i) io.run_for(std::chrono::milliseconds(50));
+  };
+  {
+    testing::AvahiDaemon avahi(bus);
+    ASSERT_TRUE(avahi.wait_running()) << avahi.log();
+    run_until([&] { return !seen.empty(); });
+    ASSERT_EQ(seen, std::vector<std::string>{"http://127.0.0.1:5050"}) << avahi.log();
+    EXPECT_TRUE((*a)->published());
+  }  // avahi-daemon stops
+  run_until([&] { return !(*a)->published(); });
+  EXPECT_FALSE((*a)->published());
+  EXPECT_EQ(seen.size(), 1u) << "the agent keeps its master while avahi-daemon is away";
+
+  testing::AvahiDaemon again(bus);
+  ASSERT_TRUE(again.wait_running()) << again.log();
+  run_until([&] { return (*a)->published(); });
+  EXPECT_TRUE((*a)->published()) << again.log();
+  // The new browser works: a second master appears, the first goes, the agent follows.
+  auto b = AvahiPublisher::publish(**master_bus, "corral-master on b", kMasterServiceType, 5060,
+                                   {"id=m-b"});
+  ASSERT_TRUE(b.ok()) << b.error().message();
+  io.run_for(std::chrono::milliseconds(1000));
+  a->reset();
+  run_until([&] { return seen.size() >= 2; });
+  EXPECT_EQ(seen, (std::vector<std::string>{"http://127.0.0.1:5050", "http://127.0.0.1:5060"}))
+      << again.log();
+}
+
 TEST(DbusAvahiRoot, WithoutAvahiDaemonTheErrorSaysWhatToDo) {
   PrivateBus bus(testing::kPermissivePolicy);
   ASSERT_TRUE(bus.running()) << "dbus-daemon (package dbus) did not start";

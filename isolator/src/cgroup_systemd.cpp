@@ -26,32 +26,17 @@
 
 #include "cgroup_internal.hpp"
 #include "corral/common/log.hpp"
+#include "corral/common/sd_bus_raii.hpp"
 
 namespace corral::isolator {
 namespace fs = std::filesystem;
 
 namespace {
 
-struct BusUnref {
-  void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
-};
-struct SlotUnref {
-  void operator()(sd_bus_slot* s) const { sd_bus_slot_unref(s); }
-};
-struct MessageUnref {
-  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
-};
-using BusPtr = std::unique_ptr<sd_bus, BusUnref>;
-using SlotPtr = std::unique_ptr<sd_bus_slot, SlotUnref>;
-using MessagePtr = std::unique_ptr<sd_bus_message, MessageUnref>;
-
-struct BusError {
-  sd_bus_error e = SD_BUS_ERROR_NULL;
-  BusError() = default;
-  BusError(const BusError&) = delete;
-  BusError& operator=(const BusError&) = delete;
-  ~BusError() { sd_bus_error_free(&e); }
-};
+using sdbus::BusError;
+using sdbus::BusPtr;
+using sdbus::MessagePtr;
+using sdbus::SlotPtr;
 
 Error bus_error(int r, const std::string& what, const BusError* err = nullptr) {
   std::string msg = what + ": ";

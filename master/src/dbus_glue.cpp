@@ -43,12 +43,16 @@ class MasterDbusGlue : public dbus::MasterBackend {
     ::gethostname(host, sizeof host - 1);
     auto p = dbus::AvahiPublisher::publish(*bus_, std::string("corral-master on ") + host,
                                            dbus::kMasterServiceType, static_cast<uint16_t>(port),
-                                           {"id=" + m_.master_id_, "path=/api/v1"});
+                                           {"id=" + m_.master_id_, "path=/api/v1"},
+                                           /*wait_for_avahi=*/true);
     if (!p.ok()) {
       log::notice("not published through Avahi (agents need a static master address): " +
                   p.error().message());
       return;
     }
+    if (!(*p)->absent_reason().empty())
+      log::notice("not yet published: " + (*p)->absent_reason() +
+                  "; published as soon as avahi-daemon starts");
     publisher_ = std::move(*p);
     if (address.find("//127.") != std::string::npos ||
         address.find("//localhost") != std::string::npos)

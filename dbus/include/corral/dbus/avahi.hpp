@@ -64,15 +64,34 @@ class MasterChoice {
 // Formats a resolved service as the agent's master address: "http://10.0.0.5:5050".
 std::string master_address(const std::string& address, uint16_t port);
 
-// Browses `_corral-master._tcp` through avahi-daemon on `bus`.
+// Calls `cb(true)` when org.freedesktop.Avahi gets an owner on `bus` (avahi-daemon started or
+// restarted) and `cb(false)` when it loses it: what Avahi held for a client (entry groups,
+// browsers) is gone then and must be made again.
+class AvahiPresence {
+ public:
+  static Result<std::unique_ptr<AvahiPresence>> watch(Bus& bus, std::function<void(bool)> cb);
+
+ private:
+  static int on_owner(sd_bus_message* m, void* userdata, sd_bus_error* error);
+  std::function<void(bool)> cb_;
+  SlotPtr match_;
+};
+
+// Browses `_corral-master._tcp` through avahi-daemon on `bus`. Browses again whenever
+// avahi-daemon restarts (the master chosen stays meanwhile).
 class AvahiMasterLocator : public MasterLocator {
  public:
   explicit AvahiMasterLocator(Bus& bus, std::string domain = "local")
       : bus_(bus), domain_(std::move(domain)) {}
   ~AvahiMasterLocator() override;
   // Errors: avahi-daemon not on the bus (org.freedesktop.Avahi missing): install and start
-  // avahi-daemon, or set a static master.
-  Result<void> start(OnChange on_change) override;
+  // avahi-daemon, or set a static master. With `wait_for_avahi`, that case is not an error: the
+  // locator starts browsing when avahi-daemon appears (the caller logs the message of
+  // absent_reason()).
+  Result<void> start(OnChange on_change) override { return start(std::move(on_change), false); }
+  Result<void> start(OnChange on_change, bool wait_for_avahi);
+  // Why browsing has not started ("" once it has).
+  const std::string& absent_reason() const { return absent_reason_; }
   std::string describe() const override {
     return "Avahi browsing " + std::string(kMasterServiceType);
   }
@@ -87,31 +106,42 @@ class AvahiMasterLocator : public MasterLocator {
   static int on_resolved(sd_bus_message* m, void* userdata, sd_bus_error* error);
   void resolve(int32_t interface, int32_t protocol, const std::string& name);
   void changed();
+  Result<void> browse();
+  void avahi_changed(bool present);
 
   Bus& bus_;
   std::string domain_;
   OnChange on_change_;
-  std::string browser_path_;
+  std::string browser_path_, absent_reason_;
   SlotPtr match_;
+  std::unique_ptr<AvahiPresence> presence_;
   std::vector<std::unique_ptr<Resolve>> resolving_;
   MasterChoice choice_;
   std::string reported_;
 };
 
 // Publishes one service through avahi-daemon on `bus`; withdrawn (EntryGroup.Free) when
-// destroyed. On a name collision Avahi's alternative name ("name #2") is taken.
+// destroyed. On a name collision Avahi's alternative name ("name #2") is taken. Published again
+// whenever avahi-daemon restarts.
 class AvahiPublisher {
  public:
-  // Blocking D-Bus calls, at start-up. `txt`: "key=value" records.
+  // Blocking D-Bus calls, at start-up. `txt`: "key=value" records. Errors as
+  // AvahiMasterLocator::start; with `wait_for_avahi`, an absent avahi-daemon is not an error:
+  // the service is published when it appears (absent_reason() says why it is not yet).
   static Result<std::unique_ptr<AvahiPublisher>> publish(Bus& bus, const std::string& name,
                                                          const std::string& type, uint16_t port,
-                                                         const std::vector<std::string>& txt);
+                                                         const std::vector<std::string>& txt,
+                                                         bool wait_for_avahi = false);
   ~AvahiPublisher();
   const std::string& name() const { return name_; }
+  bool published() const { return !group_path_.empty(); }
+  const std::string& absent_reason() const { return absent_reason_; }
 
  private:
   explicit AvahiPublisher(Bus& bus) : bus_(bus) {}
+  Result<void> publish_now();
   Result<void> add_and_commit();
+  void avahi_changed(bool present);
   static int on_state(sd_bus_message* m, void* userdata, sd_bus_error* error);
 
   Bus& bus_;
@@ -119,7 +149,9 @@ class AvahiPublisher {
   std::string name_, type_;
   uint16_t port_ = 0;
   std::vector<std::string> txt_;
+  std::string absent_reason_;
   SlotPtr state_match_;
+  std::unique_ptr<AvahiPresence> presence_;
 };
 
 }  // namespace corral::dbus

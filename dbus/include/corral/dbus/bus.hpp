@@ -18,35 +18,15 @@
 #include <string>
 
 #include "corral/common/result.hpp"
+#include "corral/common/sd_bus_raii.hpp"
 
 namespace corral::dbus {
 
-struct BusUnref {
-  void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
-};
-struct SlotUnref {
-  void operator()(sd_bus_slot* s) const { sd_bus_slot_unref(s); }
-};
-struct MessageUnref {
-  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
-};
-struct CredsUnref {
-  void operator()(sd_bus_creds* c) const { sd_bus_creds_unref(c); }
-};
-using BusPtr = std::unique_ptr<sd_bus, BusUnref>;
-using SlotPtr = std::unique_ptr<sd_bus_slot, SlotUnref>;
-using MessagePtr = std::unique_ptr<sd_bus_message, MessageUnref>;
-using CredsPtr = std::unique_ptr<sd_bus_creds, CredsUnref>;
-
-// An sd_bus_error freed at scope exit.
-struct BusError {
-  sd_bus_error e = SD_BUS_ERROR_NULL;
-  BusError() = default;
-  BusError(const BusError&) = delete;
-  BusError& operator=(const BusError&) = delete;
-  ~BusError() { sd_bus_error_free(&e); }
-  std::string text(int r) const;  // "<name>: <message>" or strerror(-r)
-};
+using sdbus::BusError;
+using sdbus::BusPtr;
+using sdbus::CredsPtr;
+using sdbus::MessagePtr;
+using sdbus::SlotPtr;
 
 class Bus {
  public:
