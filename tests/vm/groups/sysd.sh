@@ -44,7 +44,7 @@ prop() { busctl get-property org.corral.Agent1 /org/corral/Agent1 org.corral.Age
 vm_check "systemctl start returns once the agent said READY=1, with a STATUS= line" sh -c '
     systemctl start '$unit' || { journalctl -u '$unit' --no-pager | tail -20; exit 1; }
     s=$(systemctl show -p StatusText --value '$unit'); echo "StatusText: $s"
-    systemctl is-active '$unit' && echo "$s" | grep -q "standalone, agent .*, 0 tasks"'
+    systemctl is-active '$unit' && echo "$s" | grep -Eq "(standalone|discovering), agent .*, 0 tasks"'
 
 vm_check "tasks run" sh -c '
     '"$(declare -f state_of wait_state)"'; corral='"$corral"'
