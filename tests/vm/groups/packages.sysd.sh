@@ -30,6 +30,7 @@ vm_check "busctl reaches org.corral.Agent1 and org.corral.Master1 under the pack
 
 step "next check"
 vm_check "the bus policy refuses the agent's methods to an ordinary user (nobody), properties stay readable" sh -c '
+    '"$(declare -f state_of)"'; corral='"$corral"'
     n=$(setpriv --reuid=65534 --regid=65534 --clear-groups busctl get-property org.corral.Agent1 \
         /org/corral/Agent1 org.corral.Agent1 TaskCount) || exit 1
     echo "TaskCount as nobody: $n"
