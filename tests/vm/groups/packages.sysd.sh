@@ -45,7 +45,7 @@ vm_check "the bus policy refuses the agent's methods to an ordinary user (nobody
 # other machines, so the operator opens it (the guest's only NIC is qemu's restricted user net).
 step "next check"
 vm_check "with no master in agent.toml, the agent finds the packaged master through Avahi" sh -c '
-    '"$(declare -f wait_agent)"'; corral='"$corral"'
+    '"$(declare -f wait_agent state_of)"'; corral='"$corral"'
     systemctl is-active avahi-daemon || { journalctl -u avahi-daemon --no-pager | tail; exit 1; }
     sed -i "s|^#listen = \"127.0.0.1:5050\"|listen = \"0.0.0.0:5050\"|" /etc/corral/master.toml
     grep -q "^listen = \"0.0.0.0:5050\"" /etc/corral/master.toml || exit 1
