@@ -15,6 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../src/net_test_util.hpp"
 #include "agent_test_support.hpp"
 
 namespace corral::agent {
@@ -23,38 +24,9 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using agent_testing::AgentProcess;
 
-// Fixed test-only commands (no outside input) run in the test's own namespaces.
-std::string sh(const std::string& command) {
-  std::string out;
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  if (!p) return "popen failed";
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  ::pclose(p);
-  return out;
-}
-
-std::vector<std::string> veths() {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator("/sys/class/net")) {
-    std::string n = e.path().filename().string();
-    if (n.rfind("cv", 0) == 0) out.push_back(n);
-  }
-  return out;
-}
-
-std::string nft_elements() {
-  std::string out = sh("nft list table ip corral");
-  std::string elements;
-  size_t pos = 0;
-  while ((pos = out.find("elements = {", pos)) != std::string::npos) {
-    size_t end = out.find('}', pos);
-    elements += out.substr(pos, end - pos + 1) + "\n";
-    pos = end;
-  }
-  return elements;
-}
+using corral::network::testing::nft_elements;
+using corral::network::testing::sh;
+using corral::network::testing::veths;
 
 std::string http_get(const std::string& ip, uint16_t port, int attempts = 100) {
   for (int attempt = 0; attempt < attempts; ++attempt) {

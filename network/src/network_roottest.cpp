@@ -27,45 +27,16 @@
 #include "corral/native/native.hpp"
 #include "corral/network/cni.hpp"
 #include "corral/network/network.hpp"
+#include "net_test_util.hpp"
 
 namespace corral::network {
 namespace {
 namespace fs = std::filesystem;
 using containerizer::Termination;
 
-// Fixed test-only commands (no outside input) run in the test's own namespaces.
-std::string sh(const std::string& command) {
-  std::string out;
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  if (!p) return "popen failed";
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  ::pclose(p);
-  return out;
-}
-
-std::vector<std::string> veths() {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator("/sys/class/net")) {
-    std::string n = e.path().filename().string();
-    if (n.rfind("cv", 0) == 0) out.push_back(n);
-  }
-  return out;
-}
-
-// Elements of Corral's port map and egress set, as `nft` prints them ("" when empty).
-std::string nft_elements() {
-  std::string out = sh("nft list table ip corral");
-  std::string elements;
-  size_t pos = 0;
-  while ((pos = out.find("elements = {", pos)) != std::string::npos) {
-    size_t end = out.find('}', pos);
-    elements += out.substr(pos, end - pos + 1) + "\n";
-    pos = end;
-  }
-  return elements;
-}
+using corral::network::testing::nft_elements;
+using corral::network::testing::sh;
+using corral::network::testing::veths;
 
 // HTTP GET http://ip:port/path from this (the agent's) namespace.
 std::string http_get(const std::string& ip, uint16_t port, const std::string& path,
