@@ -34,6 +34,70 @@ TEST(Quantities, ArithmeticAndContainment) {
   EXPECT_EQ(a.to_string(), "mem:1024");
 }
 
+// Names are interned (an id per name, in first-use order), but what a user sees is by name:
+// items() and to_string() sort by name whatever order the names were first met in.
+TEST(Quantities, InternedNamesCompareAndPrintByName) {
+  Quantities q{{"zz-test-resource", 1}, {"aa-test-resource", 2}, {"cpus", 3}};
+  EXPECT_EQ(q.to_string(), "aa-test-resource:2;cpus:3;zz-test-resource:1");
+  auto items = q.items();
+  ASSERT_EQ(items.size(), 3u);
+  EXPECT_EQ(items[0].first, "aa-test-resource");
+  EXPECT_EQ(items[2].first, "zz-test-resource");
+  EXPECT_EQ(resource_name(resource_name_id("zz-test-resource")), "zz-test-resource");
+  EXPECT_EQ(resource_name_id("cpus"), resource_name_id(std::string("cpus")));
+  // A name never seen reads as 0 (and is not registered by reading it).
+  EXPECT_DOUBLE_EQ(q.get("never-used-resource-name"), 0);
+  Quantities other{{"cpus", 1}, {"zz-test-resource", 1}};
+  EXPECT_TRUE(q.contains(other));
+  q.subtract(other);
+  EXPECT_EQ(q.to_string(), "aa-test-resource:2;cpus:2");
+  q.add(Quantities{{"zz-test-resource", 0.5}, {"bb-test-resource", 4}});
+  EXPECT_EQ(q.to_string(), "aa-test-resource:2;bb-test-resource:4;cpus:2;zz-test-resource:0.5");
+  EXPECT_EQ(q.min(Quantities{{"cpus", 1}, {"bb-test-resource", 9}}).to_string(),
+            "bb-test-resource:4;cpus:1");
+  EXPECT_EQ(q, (Quantities{{"zz-test-resource", 0.5},
+                           {"cpus", 2},
+                           {"bb-test-resource", 4},
+                           {"aa-test-resource", 2}}));
+}
+
+// Filters of many agents, set, expired and set again over many cycles (the per-framework
+// filter table grows, reuses freed slots and shrinks back to empty): every agent filtered
+// for refuse_seconds is offered to nobody until then, and to the framework again after.
+TEST(Allocator, FiltersOfManyAgentsSurviveChurn) {
+  Allocator al;
+  const int n = 300;
+  for (int i = 0; i < n; ++i) al.add_agent("a" + std::to_string(i), cpus_mem(1, 1024));
+  al.add_framework("f1", {"*"});
+  TimePoint now = t0();
+  auto offers = al.allocate(now);
+  ASSERT_EQ(offers.size(), static_cast<size_t>(n));
+  for (int round = 0; round < 5; ++round) {
+    // Decline every other agent for 10 s, the rest for 1 s.
+    for (size_t i = 0; i < offers.size(); ++i) {
+      int idx = std::stoi(offers[i].agent_id.substr(1));
+      al.recover(offers[i].agent_id, "f1", offers[i].role, offers[i].resources, now,
+                 std::chrono::seconds(idx % 2 == 0 ? 10 : 1));
+    }
+    EXPECT_EQ(al.stats().filters_active, static_cast<uint64_t>(n));
+    EXPECT_TRUE(al.allocate(now).empty());
+    now += 2s;  // the 1 s filters expire
+    offers = al.allocate(now);
+    EXPECT_EQ(offers.size(), static_cast<size_t>(n / 2));
+    for (const auto& o : offers) EXPECT_EQ(std::stoi(o.agent_id.substr(1)) % 2, 1) << o.agent_id;
+    for (const auto& o : offers) al.recover(o.agent_id, "f1", o.role, o.resources, now);
+    now += 10s;  // the 10 s filters expire too
+    offers = al.allocate(now);
+    ASSERT_EQ(offers.size(), static_cast<size_t>(n)) << "round " << round;
+    EXPECT_EQ(al.stats().filters_active, 0u);
+    EXPECT_EQ(al.check_invariants(), "");
+  }
+  EXPECT_DOUBLE_EQ(al.framework_allocated("f1").total().get("cpus"), n);
+  al.remove_framework("f1");
+  EXPECT_TRUE(al.agent_allocated("a0").empty());
+  EXPECT_EQ(al.check_invariants(), "");
+}
+
 TEST(Role, ValidationLikeMesos) {
   std::string why;
   EXPECT_TRUE(valid_role("*"));

@@ -57,38 +57,57 @@ class RangeSet {
   std::vector<Range> ranges_;
 };
 
-// Scalar quantities and range sets by resource name; small sorted vectors (agents have a
-// handful of names).
+// Scalar quantities and range sets by resource name. Scalar names are interned process-wide
+// (resource_name_id(): "cpus" -> a small integer), so a quantity is an (id, value) pair in a
+// small vector sorted by id and the allocator's hot path compares integers, not strings.
+// Agents have a handful of names; ranges (ports) are rare and kept by name.
 class Quantities {
  public:
+  using Item = std::pair<uint32_t, double>;  // (interned name id, value > 0)
+
   Quantities() = default;
   Quantities(std::initializer_list<std::pair<std::string, double>> init);
 
   double get(const std::string& name) const;
   void set(const std::string& name, double value);
+  // The same by interned id (no lock, no string compare).
+  double get(uint32_t id) const;
+  void set(uint32_t id, double value);
   void add(const Quantities& other);
   // Subtracts, clamping at zero (callers check contains() first where it matters).
   void subtract(const Quantities& other);
+  // The same, scalars only (ranges of `other` ignored).
+  void add_scalars(const Quantities& other);
+  void subtract_scalars(const Quantities& other);
   bool contains(const Quantities& other) const;
   // Element-wise minimum (names missing on either side are dropped); ranges intersected.
   Quantities min(const Quantities& other) const;
   bool empty() const;  // no positive quantity and no range
   bool has_scalars() const { return !items_.empty(); }
-  // Scalars only (what shares, quota and the scalar views are made of).
-  const std::vector<std::pair<std::string, double>>& items() const { return items_; }
+  // Scalars only (what shares, quota and the scalar views are made of), by name, sorted by
+  // name: a copy, for the API and tests.
+  std::vector<std::pair<std::string, double>> items() const;
+  // Scalars by interned id, sorted by id: no copy (the allocator's hot path).
+  const std::vector<Item>& id_items() const { return items_; }
   // Ranges by name.
   const RangeSet* ranges(const std::string& name) const;
   void add_ranges(const std::string& name, const RangeSet& r);
   const std::vector<std::pair<std::string, RangeSet>>& range_items() const { return ranges_; }
+  bool has_ranges() const { return !ranges_.empty(); }
   // Only the scalars / only the ranges.
   Quantities scalars() const;
   std::string to_string() const;  // "cpus:2;mem:1024;ports:[31000-31005]"
   bool operator==(const Quantities& other) const;
 
  private:
-  std::vector<std::pair<std::string, double>> items_;
+  std::vector<Item> items_;                               // sorted by id, all > 0
   std::vector<std::pair<std::string, RangeSet>> ranges_;  // sorted by name, none empty
 };
+
+// The interned id of a resource name (registers it on first use; ids are never reused) and
+// back. Thread-safe; names are few (cpus, mem, disk, gpus and whatever agents declare).
+uint32_t resource_name_id(const std::string& name);
+const std::string& resource_name(uint32_t id);
 
 // Quantities by pool: "" is unreserved, otherwise the reservation's role.
 class Resources {
