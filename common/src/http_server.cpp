@@ -19,6 +19,7 @@
 #include <sstream>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -280,6 +281,9 @@ class ServerConnection : public std::enable_shared_from_this<ServerConnection> {
 
   std::shared_ptr<StreamWriterImpl> stream_;
   std::deque<std::pair<std::string, std::size_t>> out_queue_;  // bytes, payload size
+  // The chunks of out_queue_'s front being written (one gathered write for all that were
+  // queued: one syscall per burst of events, not one per event; each is still its own chunk).
+  std::vector<asio::const_buffer> write_buffers_;
   bool writing_ = false;
   bool close_after_queue_ = false;
   bool discard_pending_ = false;
@@ -655,27 +659,43 @@ void ServerConnection::pump() {
   }
   writing_ = true;
   arm_timer(Clock::now() + options_.write_timeout, &ServerConnection::on_stream_write_timeout);
-  asio::async_write(socket_, asio::buffer(out_queue_.front().first),
-                    [self = shared_from_this()](const error_code& ec, std::size_t) {
-                      self->writing_ = false;
-                      self->disarm_timer();
-                      if (self->phase_ != Phase::kStreaming) {
-                        return;
-                      }
-                      if (ec) {
-                        // A peer that went away shows up here first when we were writing.
-                        const bool gone = ec == asio::error::broken_pipe ||
-                                          ec == asio::error::connection_reset ||
-                                          ec == asio::error::eof;
-                        self->close_now(gone ? StreamEnd::kClientGone : StreamEnd::kWriteFailed);
-                        return;
-                      }
-                      if (self->stream_) {
-                        self->stream_->consumed(self->out_queue_.front().second);
-                      }
-                      self->out_queue_.pop_front();
-                      self->pump();
-                    });
+  // Every chunk queued so far, up to 64 or 1 MiB, goes in one write (deque elements keep their
+  // addresses while more are appended; they leave the queue only when written).
+  constexpr std::size_t kMaxGather = 64;
+  constexpr std::size_t kMaxGatherBytes = 1 << 20;
+  write_buffers_.clear();
+  std::size_t gathered_bytes = 0;
+  for (const auto& item : out_queue_) {
+    if (!write_buffers_.empty() && (write_buffers_.size() == kMaxGather ||
+                                    gathered_bytes + item.first.size() > kMaxGatherBytes)) {
+      break;
+    }
+    write_buffers_.push_back(asio::buffer(item.first));
+    gathered_bytes += item.first.size();
+  }
+  asio::async_write(
+      socket_, write_buffers_, [self = shared_from_this()](const error_code& ec, std::size_t) {
+        self->writing_ = false;
+        self->disarm_timer();
+        if (self->phase_ != Phase::kStreaming) {
+          return;
+        }
+        if (ec) {
+          // A peer that went away shows up here first when we were writing.
+          const bool gone = ec == asio::error::broken_pipe || ec == asio::error::connection_reset ||
+                            ec == asio::error::eof;
+          self->close_now(gone ? StreamEnd::kClientGone : StreamEnd::kWriteFailed);
+          return;
+        }
+        for (std::size_t i = 0; i < self->write_buffers_.size(); ++i) {
+          if (self->stream_) {
+            self->stream_->consumed(self->out_queue_.front().second);
+          }
+          self->out_queue_.pop_front();
+        }
+        self->write_buffers_.clear();
+        self->pump();
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
