@@ -828,7 +828,8 @@ void AgentImpl::kill_container(TaskRecord& t, std::chrono::milliseconds grace) {
 void AgentImpl::update(TaskRecord& t, TaskState state, TaskStatus::Source source,
                        std::optional<TaskStatus::Reason> reason, const std::string& message,
                        std::optional<bool> healthy) {
-  internal::StatusUpdate u;
+  // Built in place in the task's pending list (no copy of the update).
+  internal::StatusUpdate& u = t.pending.emplace_back();
   *u.mutable_framework_id() = t.framework.id();
   u.mutable_agent_id()->set_value(agent_id_);
   u.set_timestamp(now_seconds());
@@ -852,9 +853,8 @@ void AgentImpl::update(TaskRecord& t, TaskState state, TaskStatus::Source source
       cs->set_executor_pid(t.checkpoint["pid"].get<uint32_t>());
   }
   t.state = state;
+  if (t.statuses.size() >= 8) t.statuses.erase(t.statuses.begin());
   t.statuses.push_back(*s);
-  if (t.statuses.size() > 8) t.statuses.erase(t.statuses.begin());
-  t.pending.push_back(u);
   ++metrics_.status_updates;
   if (is_terminal(state)) {
     ++metrics_.tasks_terminal;
@@ -969,12 +969,8 @@ void AgentImpl::pump(TaskRecord& t) {
 }
 
 void AgentImpl::send_update(TaskRecord& t) {
-  const internal::StatusUpdate& front = t.pending.front();
-  internal::AgentCall call;
-  call.set_type(internal::AgentCall::STATUS_UPDATE);
-  call.mutable_agent_id()->set_value(agent_id_);
-  *call.mutable_status_update() = front;
-  call.mutable_status_update()->set_latest_state(t.state);
+  internal::StatusUpdate& front = t.pending.front();
+  front.set_latest_state(t.state);
   bool resend = t.inflight_uuid == front.uuid();
   t.inflight_uuid = front.uuid();
   t.retry_backoff =
@@ -982,7 +978,7 @@ void AgentImpl::send_update(TaskRecord& t) {
   t.retry_at = std::chrono::steady_clock::now() + t.retry_backoff;
   if (resend) ++metrics_.status_update_retries;
   ++metrics_.status_updates_sent;
-  post_update(std::move(call));
+  post_update(front.SerializeAsString());
   // Retry if no ACKNOWLEDGE arrives in time.
   auto timer = std::make_shared<asio::steady_timer>(io_, t.retry_backoff);
   std::string id = t.container_id, uuid = front.uuid();

@@ -96,7 +96,8 @@ struct AgentMetrics {
   uint64_t tasks_started = 0, tasks_terminal = 0, tasks_finished = 0, tasks_failed = 0,
            tasks_killed = 0, tasks_failed_launch = 0;
   uint64_t status_updates = 0, status_updates_sent = 0, status_updates_acked = 0,
-           status_update_retries = 0, stale_acks = 0;
+           status_update_retries = 0, stale_acks = 0, status_update_calls = 0,
+           status_update_batch_fallbacks = 0;
   uint64_t checkpoint_commits = 0, checkpoint_failures = 0, corrupt_records = 0;
   double checkpoint_seconds = 0;
   uint64_t master_connects = 0, master_disconnects = 0, health_checks = 0,
@@ -135,12 +136,18 @@ class AgentImpl {
   void connect_master();
   void post_call(const internal::AgentCall& call,
                  std::function<void(const Result<http::Response>&)> done);
-  // STATUS_UPDATE calls go through a queue with at most kMaxUpdatesInFlight requests open at a
-  // time, on reused keep-alive connections (a burst of thousands of updates would otherwise
-  // open a connection each).
-  void post_update(internal::AgentCall call);
+  // POSTs an already serialized AgentCall.
+  void post_body(std::string body, std::function<void(const Result<http::Response>&)> done);
+  // Status updates go through a queue (each entry a serialized internal::StatusUpdate) with at
+  // most kMaxUpdatesInFlight requests open at a time, on reused keep-alive connections (a burst
+  // of thousands of updates would otherwise open a connection each). What is queued in one turn
+  // of the event loop leaves together: one STATUS_UPDATES call of up to kMaxUpdatesPerCall
+  // updates when the master announced the call (status_updates_call in REGISTERED /
+  // REREGISTERED), else one STATUS_UPDATE call per update (an older master).
+  void post_update(std::string serialized_update);
   void send_queued_updates();
   static constexpr int kMaxUpdatesInFlight = 16;
+  static constexpr size_t kMaxUpdatesPerCall = 1024;
 
   // api.cpp
   Result<void> start_api();
@@ -210,8 +217,10 @@ class AgentImpl {
   double master_connected_since_ = 0;
   std::string master_id_;
   std::string link_error_;
-  std::deque<internal::AgentCall> update_queue_;
+  std::deque<std::string> update_queue_;  // serialized internal::StatusUpdate, oldest first
   int updates_in_flight_ = 0;
+  bool update_send_scheduled_ = false;
+  bool master_batches_ = false;   // the master accepts STATUS_UPDATES
   uint64_t link_generation_ = 0;  // bumped when the call client is replaced
 
   // APIs

@@ -181,6 +181,13 @@ Result<void> AgentImpl::start_api() {
            static_cast<double>(m.status_updates_sent));
       line("corral_agent_status_update_retries_total", "counter", "Status updates resent.",
            static_cast<double>(m.status_update_retries));
+      line("corral_agent_status_update_calls_total", "counter",
+           "Agent-link calls that carried status updates (STATUS_UPDATE or STATUS_UPDATES).",
+           static_cast<double>(m.status_update_calls));
+      line("corral_agent_status_update_batch_fallbacks_total", "counter",
+           "Times a master refused STATUS_UPDATES and the agent went back to one update per "
+           "call.",
+           static_cast<double>(m.status_update_batch_fallbacks));
       line("corral_agent_status_updates_acknowledged_total", "counter",
            "Status updates acknowledged.", static_cast<double>(m.status_updates_acked));
       line("corral_agent_checkpoint_commits_total", "counter", "Checkpoint transactions.",

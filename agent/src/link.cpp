@@ -16,12 +16,17 @@ constexpr const char* kStreamIdHeader = "Corral-Agent-Stream-Id";
 
 void AgentImpl::post_call(const internal::AgentCall& call,
                           std::function<void(const Result<http::Response>&)> done) {
+  post_body(to_binary(call), std::move(done));
+}
+
+void AgentImpl::post_body(std::string body,
+                          std::function<void(const Result<http::Response>&)> done) {
   if (!call_client_) return;
   auto req =
-      http::make_request(http::Verb::post, "/api/v1/agent", to_binary(call), kProtobufContentType);
+      http::make_request(http::Verb::post, "/api/v1/agent", std::move(body), kProtobufContentType);
   req.set(http::Field::accept, kProtobufContentType);
   if (!stream_id_.empty()) req.set(kStreamIdHeader, stream_id_);
-  call_client_->request(std::move(req), [this, done](Result<http::Response> r) {
+  call_client_->request(std::move(req), [this, done = std::move(done)](Result<http::Response> r) {
     if (r && r->result() != http::Status::accepted && r->result() != http::Status::ok) {
       log::warning("master refused a call: HTTP " + std::to_string(r->result_int()) + " " +
                    r->body());
@@ -34,21 +39,98 @@ void AgentImpl::post_call(const internal::AgentCall& call,
   });
 }
 
-void AgentImpl::post_update(internal::AgentCall call) {
-  update_queue_.push_back(std::move(call));
-  send_queued_updates();
+namespace {
+// Protobuf wire framing, to put already serialized StatusUpdates into a call without parsing or
+// copying them as messages (AgentCall.status_update = 5, AgentCall.status_updates = 11,
+// StatusUpdates.updates = 1; all length-delimited).
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+void put_field(std::string& out, int field, std::string_view bytes) {
+  put_varint(out, (static_cast<uint64_t>(field) << 3) | 2);
+  put_varint(out, bytes.size());
+  out.append(bytes);
+}
+constexpr int kCallStatusUpdate = 5;
+constexpr int kCallStatusUpdates = 11;
+constexpr int kUpdatesUpdates = 1;
+}  // namespace
+
+void AgentImpl::post_update(std::string serialized_update) {
+  update_queue_.push_back(std::move(serialized_update));
+  // Everything queued in this turn of the loop (e.g. every task a checkpoint commit made
+  // sendable) leaves in as few calls as the master allows.
+  if (update_send_scheduled_) return;
+  update_send_scheduled_ = true;
+  asio::post(io_, [this] {
+    update_send_scheduled_ = false;
+    send_queued_updates();
+  });
 }
 
 void AgentImpl::send_queued_updates() {
   while (updates_in_flight_ < kMaxUpdatesInFlight && !update_queue_.empty() && call_client_) {
+    internal::AgentCall head;
+    head.mutable_agent_id()->set_value(agent_id_);
+    std::string body;
+    auto sent = std::make_shared<std::vector<std::string>>();
+    if (master_batches_) {
+      size_t n = std::min(update_queue_.size(), kMaxUpdatesPerCall);
+      size_t inner = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const auto& u = update_queue_[i];
+        inner += 1 + varint_size(u.size()) + u.size();
+      }
+      head.set_type(internal::AgentCall::STATUS_UPDATES);
+      body = to_binary(head);
+      body.reserve(body.size() + 1 + varint_size(inner) + inner);
+      put_varint(body, (static_cast<uint64_t>(kCallStatusUpdates) << 3) | 2);
+      put_varint(body, inner);
+      sent->reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        put_field(body, kUpdatesUpdates, update_queue_.front());
+        sent->push_back(std::move(update_queue_.front()));
+        update_queue_.pop_front();
+      }
+    } else {
+      head.set_type(internal::AgentCall::STATUS_UPDATE);
+      body = to_binary(head);
+      put_field(body, kCallStatusUpdate, update_queue_.front());
+      update_queue_.pop_front();
+    }
     ++updates_in_flight_;
-    internal::AgentCall call = std::move(update_queue_.front());
-    update_queue_.pop_front();
-    post_call(call, [this, generation = link_generation_](const Result<http::Response>&) {
-      if (generation != link_generation_) return;  // a client that was replaced
-      --updates_in_flight_;
-      send_queued_updates();
-    });
+    ++metrics_.status_update_calls;
+    const bool batch = master_batches_;
+    post_body(std::move(body),
+              [this, generation = link_generation_, batch, sent](const Result<http::Response>& r) {
+                if (generation != link_generation_) return;  // a client that was replaced
+                --updates_in_flight_;
+                if (batch && r && r->result() == http::Status::bad_request && master_batches_) {
+                  // A master that announced STATUS_UPDATES but refuses it (e.g. downgraded behind
+                  // the same address): one update per call from now on, until the next registration
+                  // says otherwise; these updates go again at once (the master ignores duplicates
+                  // by uuid).
+                  log::warning("the master refused a STATUS_UPDATES call (" + r->body() +
+                               "); sending one status update per call");
+                  master_batches_ = false;
+                  ++metrics_.status_update_batch_fallbacks;
+                  for (auto it = sent->rbegin(); it != sent->rend(); ++it)
+                    update_queue_.push_front(std::move(*it));
+                }
+                send_queued_updates();
+              });
   }
 }
 
@@ -72,6 +154,7 @@ void AgentImpl::connect_master() {
   ++link_generation_;
   update_queue_.clear();
   updates_in_flight_ = 0;
+  master_batches_ = false;  // until REGISTERED / REREGISTERED says so
 
   internal::AgentCall call;
   v1::AgentInfo* info = nullptr;
@@ -179,6 +262,8 @@ void AgentImpl::handle_event(const internal::AgentEvent& ev) {
       double hb = fresh ? ev.registered().heartbeat_interval_seconds()
                         : ev.reregistered().heartbeat_interval_seconds();
       if (hb > 0) heartbeat_ = std::chrono::milliseconds(static_cast<int64_t>(hb * 1000));
+      master_batches_ =
+          fresh ? ev.registered().status_updates_call() : ev.reregistered().status_updates_call();
       if (!id.value().empty() && id.value() != agent_id_) {
         agent_id_ = id.value();
       }

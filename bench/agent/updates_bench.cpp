@@ -10,6 +10,17 @@
 // stream (as a framework's ACKNOWLEDGE forwarded by corral-master would), and sends KILL_TASK
 // when a task is RUNNING. Each task thus makes four updates: STARTING, RUNNING, KILLING, KILLED.
 //
+// Phase 1b (--update-tasks N, --updates-per-task K): the update path alone. N tasks are launched
+// and RUNNING (not timed), then the agent's own update manager (AgentImpl::update, as health
+// check results use it) makes K TASK_RUNNING updates per task at once; timed until every one is
+// durable, sent, at the master, acknowledged and gone from the records. No sandbox, run
+// directory or containerizer work is inside this figure (phase 1 has all of it). The tasks are
+// killed afterwards, outside the timing.
+//
+// The in-process master announces STATUS_UPDATES (the batched call) at registration, as
+// corral-master does; --no-batch makes it an older master that does not, so the agent sends one
+// STATUS_UPDATE per call.
+//
 // Phase 2 (--recover N): N tasks are left running, the agent is dropped without a clean stop
 // (as after kill -9: nothing more is written), and a new agent is started on the same work
 // directory; reported: the checkpoint load, the records' parse, Agent::start (load + recovery +
@@ -42,6 +53,12 @@
 #include "corral/v1/internal.pb.h"
 #include "instant_containerizer.hpp"
 
+namespace corral::agent {
+struct AgentInternalsAccess {
+  static AgentImpl& impl(Agent& a) { return *a.impl_; }
+};
+}  // namespace corral::agent
+
 namespace {
 namespace fs = std::filesystem;
 namespace asio = boost::asio;
@@ -56,7 +73,7 @@ double seconds_since(Clock::time_point t) {
 // The master's side of the agent link, acknowledging at once.
 class AckingMaster {
  public:
-  AckingMaster() : work_(io_.get_executor()) {
+  explicit AckingMaster(bool batch) : work_(io_.get_executor()), batch_(batch) {
     http::Router r;
     r.add(http::Verb::post, "/api/v1/agent", [this](std::shared_ptr<http::Exchange> ex) {
       internal::AgentCall call;
@@ -75,11 +92,13 @@ class AckingMaster {
           ev.mutable_registered()->mutable_agent_id()->set_value("bench-agent");
           ev.mutable_registered()->set_heartbeat_interval_seconds(
               3600);  // this master sends no PINGs
+          ev.mutable_registered()->set_status_updates_call(batch_);
         } else {
           ev.set_type(internal::AgentEvent::REREGISTERED);
           *ev.mutable_reregistered()->mutable_agent_id() = call.agent_id();
           ev.mutable_reregistered()->set_heartbeat_interval_seconds(
               3600);  // this master sends no PINGs
+          ev.mutable_reregistered()->set_status_updates_call(batch_);
         }
         stream_->write_chunk(recordio_encode(to_binary(ev)));
         signal([&] {
@@ -89,10 +108,15 @@ class AckingMaster {
         });
         return;
       }
-      if (call.type() == internal::AgentCall::STATUS_UPDATE) {
-        const auto& u = call.status_update();
-        if (stream_) {
-          std::string events;
+      if (call.type() == internal::AgentCall::STATUS_UPDATES && !batch_) {
+        ex->respond(http::error_response(http::Status::bad_request, "AgentCall.type is missing"));
+        return;
+      }
+      if (call.type() == internal::AgentCall::STATUS_UPDATE ||
+          call.type() == internal::AgentCall::STATUS_UPDATES) {
+        std::string events;
+        std::vector<std::pair<std::string, bool>> seen;  // uuid, RUNNING
+        auto one = [&](const internal::StatusUpdate& u) {
           internal::AgentEvent ack;
           ack.set_type(internal::AgentEvent::ACKNOWLEDGE);
           *ack.mutable_acknowledge()->mutable_framework_id() = u.framework_id();
@@ -110,11 +134,22 @@ class AckingMaster {
                 ->set_nanoseconds(0);
             events += recordio_encode(to_binary(kill));
           }
-          stream_->write_chunk(std::move(events));
+          seen.emplace_back(u.uuid(), u.status().state() == v1::TASK_RUNNING);
+        };
+        if (call.type() == internal::AgentCall::STATUS_UPDATE) {
+          one(call.status_update());
+        } else {
+          for (const auto& u : call.status_updates().updates()) one(u);
         }
+        if (stream_) stream_->write_chunk(std::move(events));
         signal([&] {
-          if (seen_.insert(u.uuid()).second) ++updates;
-          if (u.status().state() == v1::TASK_RUNNING) ++running;
+          ++calls;
+          for (const auto& [uuid, running_state] : seen) {
+            if (seen_.insert(uuid).second) {
+              ++updates;
+              if (running_state) ++running;
+            }
+          }
         });
       }
       ex->respond(http::make_response(http::Status::accepted, ""));
@@ -164,6 +199,22 @@ class AckingMaster {
     });
   }
 
+  // Sends KILL_TASK for tasks [first, first + n).
+  void kill_tasks(int first, int n) {
+    asio::post(io_, [this, first, n] {
+      std::string events;
+      for (int i = first; i < first + n; ++i) {
+        internal::AgentEvent kill;
+        kill.set_type(internal::AgentEvent::KILL_TASK);
+        kill.mutable_kill_task()->mutable_framework_id()->set_value("bench");
+        kill.mutable_kill_task()->mutable_task_id()->set_value("t" + std::to_string(i));
+        kill.mutable_kill_task()->mutable_kill_policy()->mutable_grace_period()->set_nanoseconds(0);
+        events += recordio_encode(to_binary(kill));
+      }
+      stream_->write_chunk(std::move(events));
+    });
+  }
+
   template <typename Pred>
   bool wait(Pred pred, std::chrono::seconds timeout) {
     std::unique_lock lock(mu_);
@@ -171,7 +222,7 @@ class AckingMaster {
   }
 
   std::mutex mu_;
-  uint64_t updates = 0, running = 0;
+  uint64_t updates = 0, running = 0, calls = 0;
   int registrations = 0, reregistered_tasks = -1;
 
  private:
@@ -191,6 +242,7 @@ class AckingMaster {
   std::set<std::string> seen_;
   std::condition_variable cv_;
   bool kill_running_ = true;
+  bool batch_ = true;
 };
 
 // The agent on its own event-loop thread.
@@ -233,8 +285,18 @@ int main(int argc, char** argv) {
   int recover_tasks = 1000;
   std::string dir_arg;
   std::string level = "warning";
+  int update_tasks = 5000;
+  int updates_per_task = 4;
+  bool no_batch = false;
   app.add_option("--tasks", tasks, "tasks for the throughput phase (4 updates each)");
   app.add_option("--recover", recover_tasks, "tasks left running for the recovery phase (0: skip)");
+  app.add_option("--update-tasks", update_tasks,
+                 "running tasks for the update-path-alone phase (0: skip)");
+  app.add_option("--updates-per-task", updates_per_task,
+                 "updates the agent makes per running task in that phase");
+  app.add_flag("--no-batch", no_batch,
+               "the master does not announce STATUS_UPDATES (an older master): one update per "
+               "call");
   app.add_option("--dir", dir_arg,
                  "work directory on the disk to measure (default: a new one in /var/tmp)");
   app.add_option("--log-level", level, "agent log level (info logs every update)");
@@ -257,7 +319,7 @@ int main(int argc, char** argv) {
   }
   fs::create_directories(dir / "policy");
 
-  AckingMaster master;
+  AckingMaster master(!no_batch);
   agent::AgentConfig config;
   config.master = master.address();
   config.socket = (dir / "agent.sock").string();
@@ -285,7 +347,9 @@ int main(int argc, char** argv) {
 
   std::printf("machine: %u CPUs, load %s", std::thread::hardware_concurrency(),
               read_file("/proc/loadavg", 256).value_or("?\n").c_str());
-  std::printf("work dir: %s (SQLite WAL, synchronous=FULL)\n", dir.c_str());
+  std::printf("work dir: %s (SQLite WAL, synchronous=FULL); master %s\n", dir.c_str(),
+              no_batch ? "without STATUS_UPDATES (one update per call)"
+                       : "announcing STATUS_UPDATES (batched call)");
 
   auto ra = std::make_unique<RunningAgent>();
   if (!start_agent(*ra)) return 1;
@@ -321,18 +385,110 @@ int main(int argc, char** argv) {
   double cpu = cpu_seconds() - cpu0;
   double commits = metric(config.socket, "corral_agent_checkpoint_commits_total");
   double retries = metric(config.socket, "corral_agent_status_update_retries_total");
+  double calls = metric(config.socket, "corral_agent_status_update_calls_total");
   std::printf(
-      "throughput: tasks=%d updates=%llu all_at_master_s=%.3f all_acked_s=%.3f "
-      "updates_per_s=%.0f checkpoint_commits=%.0f updates_per_commit=%.1f resent=%.0f "
-      "process_cpu_s=%.2f\n",
+      "throughput (mixed: launch + updates + teardown): tasks=%d updates=%llu "
+      "all_at_master_s=%.3f all_acked_s=%.3f updates_per_s=%.0f checkpoint_commits=%.0f "
+      "updates_per_commit=%.1f update_calls=%.0f resent=%.0f process_cpu_s=%.2f\n",
       tasks, static_cast<unsigned long long>(expected), at_master, all_acked,
       static_cast<double>(expected) / all_acked, commits,
-      commits > 0 ? static_cast<double>(expected) / commits : 0.0, retries, cpu);
+      commits > 0 ? static_cast<double>(expected) / commits : 0.0, calls, retries, cpu);
+  int next_task = tasks;
+
+  // ---- phase 1b: the update path alone ----
+  if (update_tasks > 0 && updates_per_task > 0) {
+    uint64_t running_before, updates_before;
+    {
+      std::lock_guard lock(master.mu_);
+      running_before = master.running;
+    }
+    master.run_tasks(next_task, update_tasks, false);
+    if (!master.wait([&] { return master.running >= running_before + update_tasks; },
+                     std::chrono::seconds(600))) {
+      std::fprintf(stderr, "the update-phase tasks did not all run\n");
+      return 1;
+    }
+    // Wait until every STARTING/RUNNING of the launch is acknowledged and durable.
+    const double launch_acked = static_cast<double>(expected) + 2.0 * update_tasks;
+    for (;;) {
+      if (metric(config.socket, "corral_agent_status_updates_acknowledged_total") >= launch_acked)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    {
+      std::lock_guard lock(master.mu_);
+      updates_before = master.updates;
+    }
+    const double commits0 = metric(config.socket, "corral_agent_checkpoint_commits_total");
+    const double calls0 = metric(config.socket, "corral_agent_status_update_calls_total");
+    const uint64_t n_updates =
+        static_cast<uint64_t>(update_tasks) * static_cast<uint64_t>(updates_per_task);
+    double ucpu0 = cpu_seconds();
+    auto u0 = Clock::now();
+    auto& impl = agent::AgentInternalsAccess::impl(*ra->agent);
+    asio::post(ra->io, [&impl, first = next_task, n = update_tasks, k = updates_per_task] {
+      for (int round = 0; round < k; ++round) {
+        for (int i = first; i < first + n; ++i) {
+          auto* t = impl.find("bench", "t" + std::to_string(i));
+          if (!t) continue;
+          impl.update(*t, v1::TASK_RUNNING, v1::TaskStatus::SOURCE_EXECUTOR,
+                      v1::TaskStatus::REASON_TASK_HEALTH_CHECK_STATUS_UPDATED, "", round % 2 == 0);
+        }
+      }
+    });
+    if (!master.wait([&] { return master.updates >= updates_before + n_updates; },
+                     std::chrono::seconds(600))) {
+      std::fprintf(stderr, "update phase: only %llu of %llu updates arrived\n",
+                   static_cast<unsigned long long>(master.updates - updates_before),
+                   static_cast<unsigned long long>(n_updates));
+      return 1;
+    }
+    double u_at_master = seconds_since(u0);
+    const double acked_all = launch_acked + static_cast<double>(n_updates);
+    for (;;) {
+      if (metric(config.socket, "corral_agent_status_updates_acknowledged_total") >= acked_all)
+        break;
+      if (seconds_since(u0) > 600) {
+        std::fprintf(stderr, "update phase: acknowledgements stuck\n");
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    double u_acked = seconds_since(u0);
+    double ucpu = cpu_seconds() - ucpu0;
+    double ucommits = metric(config.socket, "corral_agent_checkpoint_commits_total") - commits0;
+    double ucalls = metric(config.socket, "corral_agent_status_update_calls_total") - calls0;
+    std::printf(
+        "update path alone: running_tasks=%d updates=%llu all_at_master_s=%.3f all_acked_s=%.3f "
+        "updates_per_s=%.0f checkpoint_commits=%.0f updates_per_commit=%.1f update_calls=%.0f "
+        "process_cpu_s=%.2f\n",
+        update_tasks, static_cast<unsigned long long>(n_updates), u_at_master, u_acked,
+        static_cast<double>(n_updates) / u_acked, ucommits,
+        ucommits > 0 ? static_cast<double>(n_updates) / ucommits : 0.0, ucalls, ucpu);
+    // Kill them (not timed) so the recovery phase starts from the same state as before.
+    auto k0 = Clock::now();
+    master.kill_tasks(next_task, update_tasks);
+    const double killed_acked = acked_all + 2.0 * update_tasks;  // KILLING, KILLED
+    for (;;) {
+      if (metric(config.socket, "corral_agent_tasks_running") == 0 &&
+          metric(config.socket, "corral_agent_status_updates_acknowledged_total") >= killed_acked)
+        break;
+      if (seconds_since(k0) > 600) {
+        std::fprintf(stderr, "update phase: the kills were not all acknowledged\n");
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the records' removal lands
+    std::printf("update phase teardown (not timed above): %.2f s\n", seconds_since(k0));
+    next_task += update_tasks;
+  }
 
   // ---- phase 2: recovery ----
   if (recover_tasks > 0) {
     uint64_t running_before = master.running;
-    master.run_tasks(tasks, recover_tasks, false);
+    master.run_tasks(next_task, recover_tasks, false);
     if (!master.wait([&] { return master.running >= running_before + recover_tasks; },
                      std::chrono::seconds(600))) {
       std::fprintf(stderr, "the recovery tasks did not all run\n");

@@ -90,6 +90,29 @@ void MasterImpl::agent_api(const std::shared_ptr<http::Exchange>& ex) {
       agent_status_update(agent, u);
       break;
     }
+    case internal::AgentCall::STATUS_UPDATES: {
+      // Several updates in one call (announced in REGISTERED/REREGISTERED): all are checked
+      // first, so a bad one refuses the call without applying any; then each is applied in the
+      // order listed, exactly as if it had come alone.
+      const auto& us = call.status_updates().updates();
+      if (us.empty()) {
+        return fail(http::Status::bad_request, "STATUS_UPDATES needs status_updates.updates");
+      }
+      for (int i = 0; i < us.size(); ++i) {
+        const auto& u = us.Get(i);
+        if (!u.has_status() || !u.status().has_task_id() || !u.has_framework_id()) {
+          return fail(http::Status::bad_request,
+                      "STATUS_UPDATES: updates[" + std::to_string(i) +
+                          "] needs framework_id and status.task_id; no update was applied");
+        }
+        if (u.uuid().empty() && u.status().uuid().empty()) {
+          return fail(http::Status::bad_request, "STATUS_UPDATES: updates[" + std::to_string(i) +
+                                                     "] needs a uuid; no update was applied");
+        }
+      }
+      for (const auto& u : us) agent_status_update(agent, u);
+      break;
+    }
     case internal::AgentCall::PONG:
       agent.last_contact = SteadyClock::now();
       break;
@@ -320,6 +343,7 @@ void MasterImpl::agent_register(const std::shared_ptr<http::Exchange>& ex, WireF
     r->set_heartbeat_interval_seconds(
         std::chrono::duration<double>(config_.agent_ping_timeout).count());
     for (const auto& f : shutdown) r->add_shutdown_frameworks()->set_value(f);
+    r->set_status_updates_call(true);
     log::info(std::string("agent re-registered (was ") +
                   (known_before ? "known" : "unknown to this master") + ")",
               {{"CORRAL_AGENT_ID", id},
@@ -332,6 +356,7 @@ void MasterImpl::agent_register(const std::shared_ptr<http::Exchange>& ex, WireF
     *r->mutable_master_info() = master_info();
     r->set_heartbeat_interval_seconds(
         std::chrono::duration<double>(config_.agent_ping_timeout).count());
+    r->set_status_updates_call(true);
     log::info("agent registered", {{"CORRAL_AGENT_ID", id}, {"CORRAL_HOSTNAME", info.hostname()}});
   }
   if (!known_before || previous != AgentRec::State::kReachable || !reregister) {

@@ -65,6 +65,7 @@ class Agent {
  private:
   explicit Agent(std::unique_ptr<AgentImpl> impl);
   std::unique_ptr<AgentImpl> impl_;
+  friend struct AgentInternalsAccess;  // tests and bench/agent drive the internals directly
 };
 
 }  // namespace corral::agent
