@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   int state_samples = 5;
   bool hold = false;
   int timeout_s = 600;
+  int linger_s = 0;
   app.add_option("--master", master, "master address (default http://127.0.0.1:5050)");
   app.add_option("--spawn", spawn,
                  "start this corral-master binary on a free loopback port with a fresh work dir");
@@ -90,6 +91,11 @@ int main(int argc, char** argv) {
   app.add_option("--state-samples", state_samples, "GET_STATE requests to time");
   app.add_option("--timeout", timeout_s, "give up after this many seconds per phase");
   app.add_flag("--hold", hold, "after registering, keep the agents connected until SIGTERM");
+  app.add_option("--linger", linger_s,
+                 "at the end, print the master's address and keep the master, agents and "
+                 "frameworks running this many seconds (or until SIGTERM), to time other "
+                 "clients (curl) against the same master")
+      ->check(CLI::Range(0, 86400));
   CLI11_PARSE(app, argc, argv);
 
   signal(SIGPIPE, SIG_IGN);
@@ -320,6 +326,12 @@ int main(int argc, char** argv) {
   }
   if (master_pid > 0) {
     std::printf("master RSS: %.0f MiB\n", rss_kib(master_pid) / 1024.0);
+  }
+  if (linger_s > 0 && !hold) {
+    std::printf("lingering %d s: master at %s\n", linger_s, master.c_str());
+    std::fflush(stdout);
+    const auto until = Clock::now() + std::chrono::seconds(linger_s);
+    while (Clock::now() < until && !g_stop) std::this_thread::sleep_for(50ms);
   }
   std::fflush(stdout);
 

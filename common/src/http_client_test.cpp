@@ -35,6 +35,17 @@ struct Events {
   std::optional<StreamEnd> ended;
 };
 
+// 24 MiB that differ from byte to byte (a lost, doubled or reordered read shows).
+std::string large_body() {
+  std::string body(24u << 20, '\0');
+  uint32_t x = 12345;
+  for (char& c : body) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>('a' + (x >> 16) % 26);
+  }
+  return body;
+}
+
 Router client_test_router(Peers* peers, Events* events) {
   Router router;
   router.add(Verb::get, "/whoami", [peers](std::shared_ptr<Exchange> exchange) {
@@ -46,6 +57,8 @@ Router client_test_router(Peers* peers, Events* events) {
   });
   router.add(Verb::get, "/big",
              [](const Request&) { return make_response(Status::ok, std::string(100'000, 'b')); });
+  router.add(Verb::get, "/large",
+             [](const Request&) { return make_response(Status::ok, large_body()); });
   router.add(Verb::get, "/never", [](std::shared_ptr<Exchange> exchange) {
     // Keeps the exchange (and so the request) open for 2 s, then answers.
     std::thread([exchange] {
@@ -173,6 +186,23 @@ TEST(HttpClient, ResponseOverBodyLimitIsEMSGSIZE) {
   auto res = client->get("/big");
   ASSERT_FALSE(res.ok()) << res->result() << " " << res->body().size();
   EXPECT_EQ(res.error().code(), EMSGSIZE);
+}
+
+TEST(HttpClient, ReadsALargeBodyWholeTwiceOnOneClient) {
+  // The read path of request() for a large answer (a GET_STATE of a big cluster): every byte,
+  // in order, twice from one client (keep-alive), over TCP and a unix socket.
+  RunningServer server(client_test_router(nullptr, nullptr));
+  const std::string expected = large_body();
+  for (const auto& address : {server.tcp_address(), server.unix_address()}) {
+    auto client = HttpClient::create(address);
+    for (int i = 0; i < 2; ++i) {
+      auto res = client->get("/large");
+      ASSERT_TRUE(res.ok()) << address << ": " << res.error().to_string();
+      EXPECT_EQ(res->result(), Status::ok);
+      ASSERT_EQ(res->body().size(), expected.size()) << address;
+      EXPECT_TRUE(res->body() == expected) << address << ": the body differs";
+    }
+  }
 }
 
 TEST(HttpClient, StreamsABodyWithAContentLengthBeyondTheRequestLimit) {

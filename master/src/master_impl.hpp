@@ -116,6 +116,9 @@ struct OfferRec {
   std::string role;
   Resources resources;
   SteadyClock::time_point created;
+  // The offer's JSON, written by the first GET_STATE that lists it (an offer does not change
+  // once made; Debug builds check every reuse against a fresh write).
+  mutable std::string json;
 };
 
 class MasterImpl {
@@ -199,6 +202,10 @@ class MasterImpl {
                        Resources* allocated, Resources* offered) const;
   void write_agents_json(JsonWriter& w) const;  // GetAgents, as to_json(get_agents())
   v1::master::Response::GetFrameworks get_frameworks() const;
+  // The Framework entry of get_frameworks() for one framework, without its offers.
+  v1::master::Response::GetFrameworks::Framework framework_message(const std::string& id,
+                                                                   const FrameworkRec& f) const;
+  void write_frameworks_json(JsonWriter& w) const;  // as to_json(get_frameworks())
   v1::master::Response::GetTasks get_tasks() const;
   v1::master::Response::GetRoles get_roles() const;
   // Streamed answers for the large reads (json_writer.hpp): GetTasks / GetState as JSON, and
