@@ -6,10 +6,10 @@
 // updates in a batch are sent again.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -34,9 +34,9 @@ namespace internal = corral::v1::internal;
 using namespace std::chrono_literals;
 
 struct LinkMasterOptions {
-  bool announce = true;        // status_updates_call in REGISTERED / REREGISTERED
-  bool accept_batch = true;    // false: STATUS_UPDATES is answered 400, as an older master does
-  bool kill_running = true;    // KILL_TASK when a task's TASK_RUNNING arrives
+  bool announce = true;      // status_updates_call in REGISTERED / REREGISTERED
+  bool accept_batch = true;  // false: STATUS_UPDATES is answered 400, as an older master does
+  bool kill_running = true;  // KILL_TASK when a task's TASK_RUNNING arrives
 };
 
 // The master's side of the agent link.
@@ -256,7 +256,8 @@ class UpdateBatchTest : public ::testing::Test {
       return metric("corral_agent_status_updates_acknowledged_total") ==
                  static_cast<double>(updates) &&
              metric("corral_agent_tasks_running") == 0;
-    })) << "acknowledged: " << metric("corral_agent_status_updates_acknowledged_total");
+    })) << "acknowledged: "
+        << metric("corral_agent_status_updates_acknowledged_total");
     stop();  // the last commit lands
     auto store = CheckpointStore::open((config_.work_dir / "agent.db").string());
     ASSERT_TRUE(store.ok()) << store.error().message();
@@ -266,8 +267,8 @@ class UpdateBatchTest : public ::testing::Test {
         << contents->tasks.size() << " task records left in the checkpoint";
   }
   void expect_order(LinkMaster& m, int tasks) {
-    const std::vector<v1::TaskState> want = {v1::TASK_STARTING, v1::TASK_RUNNING,
-                                             v1::TASK_KILLING, v1::TASK_KILLED};
+    const std::vector<v1::TaskState> want = {v1::TASK_STARTING, v1::TASK_RUNNING, v1::TASK_KILLING,
+                                             v1::TASK_KILLED};
     for (int i = 0; i < tasks; ++i)
       EXPECT_EQ(m.states_of("t" + std::to_string(i)), want) << "task t" << i;
   }
@@ -304,8 +305,7 @@ TEST_F(UpdateBatchTest, OlderMasterWithoutTheCallGetsOneUpdatePerCall) {
   start(m.address());
   ASSERT_TRUE(eventually([&] { return m.connected(); }));
   m.run_tasks(50);
-  ASSERT_TRUE(eventually([&] { return m.distinct_updates() == 4u * 50; }))
-      << m.distinct_updates();
+  ASSERT_TRUE(eventually([&] { return m.distinct_updates() == 4u * 50; })) << m.distinct_updates();
   expect_order(m, 50);
   EXPECT_TRUE(m.batch_sizes().empty());
   EXPECT_EQ(m.refused_batches(), 0) << "the agent sent STATUS_UPDATES to a master without it";
@@ -318,8 +318,7 @@ TEST_F(UpdateBatchTest, MasterRefusingTheBatchedCallMakesTheAgentFallBack) {
   start(m.address());
   ASSERT_TRUE(eventually([&] { return m.connected(); }));
   m.run_tasks(50);
-  ASSERT_TRUE(eventually([&] { return m.distinct_updates() == 4u * 50; }))
-      << m.distinct_updates();
+  ASSERT_TRUE(eventually([&] { return m.distinct_updates() == 4u * 50; })) << m.distinct_updates();
   expect_order(m, 50);
   EXPECT_GE(m.refused_batches(), 1);
   EXPECT_EQ(metric("corral_agent_status_update_batch_fallbacks_total"), 1);
@@ -338,12 +337,10 @@ TEST_F(UpdateBatchTest, UnacknowledgedUpdatesInABatchAreSentAgain) {
   ASSERT_TRUE(eventually([&] { return m.received() >= 3u * 20; })) << m.received();
   EXPECT_EQ(m.distinct_updates(), 20u);
   for (int i = 0; i < 20; ++i)
-    EXPECT_EQ(m.states_of("t" + std::to_string(i)),
-              std::vector<v1::TaskState>{v1::TASK_STARTING});
+    EXPECT_EQ(m.states_of("t" + std::to_string(i)), std::vector<v1::TaskState>{v1::TASK_STARTING});
   EXPECT_GT(metric("corral_agent_status_update_retries_total"), 0);
   m.set_ack(true);
-  ASSERT_TRUE(eventually([&] { return m.distinct_updates() == 2u * 20; }))
-      << m.distinct_updates();
+  ASSERT_TRUE(eventually([&] { return m.distinct_updates() == 2u * 20; })) << m.distinct_updates();
   for (int i = 0; i < 20; ++i)
     EXPECT_EQ(m.states_of("t" + std::to_string(i)),
               (std::vector<v1::TaskState>{v1::TASK_STARTING, v1::TASK_RUNNING}));
