@@ -5,11 +5,13 @@
 
 #include "corral/common/http_client.hpp"
 
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <limits>
 #include <optional>
 #include <system_error>
@@ -514,6 +516,7 @@ class RequestOperation final : public OperationBase<RequestOperation> {
 
   void receive() {
     parser_.emplace();
+    body_advised_ = false;
     parser_->header_limit(static_cast<std::uint32_t>(
         std::min<std::size_t>(state_->options.header_limit, UINT32_MAX)));
     parser_->body_limit(state_->options.body_limit);
@@ -536,12 +539,34 @@ class RequestOperation final : public OperationBase<RequestOperation> {
       bhttp::async_read_some(
           stream, connection_->buffer, *parser_, [s = self()](const error_code& ec, std::size_t) {
             if (!ec && !s->finished_ && !s->timed_out_ && !s->parser_->is_done()) {
+              s->advise_body();
               s->read_more();
               return;
             }
             s->on_response(ec);
           });
     });
+  }
+
+  // Once the head is in, the body's string holds room for the whole Content-Length. For a
+  // large body (a 77 MB GET_STATE) ask for transparent huge pages on it: with 4 KiB pages,
+  // filling it costs ~19,000 page faults. A hint; nothing changes without THP.
+  void advise_body() {
+    if (body_advised_ || !parser_->is_header_done()) {
+      return;
+    }
+    body_advised_ = true;
+    std::string& body = parser_->get().body();
+    constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+    if (body.capacity() < 4 * kHuge) {
+      return;
+    }
+    const auto start = reinterpret_cast<std::uintptr_t>(body.data());
+    const std::uintptr_t begin = (start + body.size() + kHuge - 1) & ~(kHuge - 1);
+    const std::uintptr_t end = (start + body.capacity()) & ~(kHuge - 1);
+    if (end > begin) {
+      madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+    }
   }
 
   void on_response(const error_code& ec) {
@@ -604,6 +629,7 @@ class RequestOperation final : public OperationBase<RequestOperation> {
   bool reused_ = false;
   bool finished_ = false;
   std::optional<bhttp::response_parser<bhttp::string_body>> parser_;
+  bool body_advised_ = false;
 };
 
 class StreamOperation final : public OperationBase<StreamOperation>, public ClientStream {

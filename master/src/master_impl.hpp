@@ -256,6 +256,7 @@ class MasterImpl {
     uint64_t allocation_runs = 0;
     double last_allocation_ms = 0;
     double last_state_write_ms = 0;  // writing the last GET_STATE answer (not sending it)
+    size_t last_state_bytes = 0;     // its size, to allocate the next answer's buffer once
     uint64_t invalid_calls = 0;
   } counters_;
 

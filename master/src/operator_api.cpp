@@ -1,6 +1,9 @@
 // The Mesos v1 operator API (POST /api/v1), GET /state and /metrics/snapshot
 // (docs/api/operator.md).
+#include <sys/mman.h>
+
 #include <array>
+#include <cstdint>
 
 #include "corral/common/log.hpp"
 #include "corral/common/recordio.hpp"
@@ -341,6 +344,18 @@ void MasterImpl::write_state_json(JsonWriter& w) const {
 }
 
 namespace {
+
+// A large answer's buffer (GET_STATE: ~77 MB at 100,000 tasks) is a fresh mapping each time;
+// with 4 KiB pages, filling it costs ~19,000 page faults (~30 ms). Asks for transparent huge
+// pages on the buffer's 2 MiB-aligned interior (a hint: without THP nothing changes).
+void advise_huge_pages(std::string& s) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (s.capacity() < 4 * kHuge) return;
+  const auto start = reinterpret_cast<uintptr_t>(s.data());
+  const uintptr_t begin = (start + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (start + s.capacity()) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
 
 // Protobuf encoding by hand for the large answers: a length-delimited field's key and length.
 void put_varint(std::string& out, uint64_t v) {
@@ -734,6 +749,11 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
       const auto write_start = SteadyClock::now();
       std::string body;
       if (*out == WireFormat::kJson) {
+        // One allocation of about the last answer's size (no regrowth copies).
+        if (counters_.last_state_bytes > 0) {
+          body.reserve(counters_.last_state_bytes + counters_.last_state_bytes / 8 + 4096);
+          advise_huge_pages(body);
+        }
         JsonWriter w(body);
         w.raw("{\"get_state\":");
         write_state_json(w);
@@ -745,6 +765,7 @@ void MasterImpl::operator_api(const std::shared_ptr<http::Exchange>& ex) {
       }
       counters_.last_state_write_ms =
           std::chrono::duration<double, std::milli>(SteadyClock::now() - write_start).count();
+      if (*out == WireFormat::kJson) counters_.last_state_bytes = body.size();
       return ex->respond(http::make_response(http::Status::ok, std::move(body),
                                              content_type_of(*out), req.version()));
     }
