@@ -14,15 +14,20 @@
 #include <set>
 #include <thread>
 
+#include "agent_internal.hpp"
 #include "checkpoint.hpp"
 #include "corral/agent/agent.hpp"
 #include "corral/common/fd.hpp"
 #include "corral/common/http_client.hpp"
+#include "corral/common/proto_json.hpp"
 #include "corral/master/master.hpp"
 #include "corral/master/sim.hpp"
 #include "instant_containerizer.hpp"
 
 namespace corral::agent {
+struct AgentInternalsAccess {
+  static AgentImpl& impl(Agent& a) { return *a.impl_; }
+};
 namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -147,8 +152,8 @@ TEST(AgentMasterLink, BatchedUpdatesReachTheFrameworkInOrderAndAcknowledgedOnesA
         seen[e.update().status().task_id().value()].push_back(e.update().status().state());
     }
     ASSERT_EQ(seen.size(), static_cast<size_t>(kTasks));
-    const std::vector<v1::TaskState> order = {v1::TASK_STARTING, v1::TASK_RUNNING,
-                                              v1::TASK_KILLING, v1::TASK_KILLED};
+    const std::vector<v1::TaskState> order = {v1::TASK_STARTING, v1::TASK_RUNNING, v1::TASK_KILLING,
+                                              v1::TASK_KILLED};
     for (const auto& [task, states] : seen) EXPECT_EQ(states, order) << task;
 
     // The master announced STATUS_UPDATES and the agent used it: fewer calls than updates.
@@ -171,6 +176,55 @@ TEST(AgentMasterLink, BatchedUpdatesReachTheFrameworkInOrderAndAcknowledgedOnesA
       }
     }
     EXPECT_EQ(killed.size(), static_cast<size_t>(kTasks)) << r->body().substr(0, 2000);
+
+    // The master's side of STATUS_UPDATES, on the agent's own stream: a list with one bad update
+    // is refused whole (nothing applied), a good list is applied in the order listed.
+    std::promise<std::pair<std::string, std::string>> ids;
+    asio::post(agent_io, [&] {
+      auto& impl = AgentInternalsAccess::impl(*agent);
+      ids.set_value({impl.agent_id_, impl.stream_id_});
+    });
+    auto [agent_id, stream_id] = ids.get_future().get();
+    auto status = [&](const std::string& task, v1::TaskState st, const std::string& uuid) {
+      v1::internal::StatusUpdate u;
+      u.mutable_framework_id()->set_value(fw.id());
+      u.set_uuid(uuid);
+      u.mutable_status()->mutable_task_id()->set_value(task);
+      u.mutable_status()->set_state(st);
+      u.mutable_status()->set_uuid(uuid);
+      return u;
+    };
+    auto post_updates = [&](const std::vector<v1::internal::StatusUpdate>& us) {
+      v1::internal::AgentCall call;
+      call.set_type(v1::internal::AgentCall::STATUS_UPDATES);
+      call.mutable_agent_id()->set_value(agent_id);
+      for (const auto& u : us) *call.mutable_status_updates()->add_updates() = u;
+      auto req = http::make_request(http::Verb::post, "/api/v1/agent", to_binary(call),
+                                    "application/x-protobuf");
+      req.set("Corral-Agent-Stream-Id", stream_id);
+      return c->request(std::move(req));
+    };
+    auto bad = status("ghost", v1::TASK_RUNNING, "uuid-ghost-0000");
+    bad.mutable_status()->clear_task_id();
+    auto refused = post_updates({status("ghost", v1::TASK_STARTING, "uuid-ghost-0001"), bad});
+    ASSERT_TRUE(refused.ok());
+    EXPECT_EQ(refused->result(), http::Status::bad_request);
+    EXPECT_NE(refused->body().find("updates[1]"), std::string::npos) << refused->body();
+    auto ghost_state = [&]() -> std::string {
+      auto g = c->post("/api/v1", R"({"type":"GET_TASKS"})");
+      if (!g.ok()) return "?";
+      auto gj = nlohmann::json::parse(g->body(), nullptr, false);
+      for (const auto& t : gj["get_tasks"].value("tasks", nlohmann::json::array())) {
+        if (t["task_id"].value("value", "") == "ghost") return t.value("state", "");
+      }
+      return "";
+    };
+    EXPECT_EQ(ghost_state(), "") << "an update of a refused STATUS_UPDATES call was applied";
+    auto accepted = post_updates({status("ghost", v1::TASK_STARTING, "uuid-ghost-0002"),
+                                  status("ghost", v1::TASK_RUNNING, "uuid-ghost-0003")});
+    ASSERT_TRUE(accepted.ok());
+    EXPECT_EQ(accepted->result(), http::Status::accepted) << accepted->body();
+    EXPECT_EQ(ghost_state(), "TASK_RUNNING");  // the list's last update is the newest state
     fw.disconnect();
   }
 
