@@ -13,11 +13,14 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "agent_test_support.hpp"
 #include "corral/common/fd.hpp"
@@ -51,6 +54,33 @@ class AgentTest : public ::testing::Test {
     std::ofstream(dir_->path() / "policy" / "10-test.toml")
         << (in_guest() ? "" : "[cgroups]\nrequire_v2 = false\n")
         << "[volumes]\nallowed_host_paths = [\"" << (dir_->path() / "files").string() << "\"]\n";
+  }
+  // Tasks outlive their agent by design (an agent restart must not kill them), so a test that
+  // ends with a task still running would leave it behind for the next test, for ten minutes.
+  // Kill every launcher that works under this test's directory: its task's init first.
+  void TearDown() override {
+    if (!dir_) return;
+    const std::string mine = dir_->path().string() + "/";
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+      const std::string name = entry.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+      std::vector<std::string> args;
+      for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+      if (args.size() < 2 || args[0].find("corral-launcher-init") == std::string::npos ||
+          args[1] != "supervise") {
+        continue;
+      }
+      bool ours = false;
+      pid_t init = 0;
+      for (std::size_t i = 0; i < args.size(); ++i) {
+        if (args[i].rfind(mine, 0) == 0) ours = true;
+        if (args[i] == "init-pid" && i + 1 < args.size()) init = std::atoi(args[i + 1].c_str());
+      }
+      if (!ours) continue;
+      if (init > 0) ::kill(init, SIGKILL);
+      ::kill(std::atoi(name.c_str()), SIGKILL);
+    }
   }
   fs::path path() const { return dir_->path(); }
   std::unique_ptr<TempDir> dir_;
