@@ -36,6 +36,7 @@
 #include "corral/agent/checkpoint.pb.h"
 #include "corral/v1/agent.pb.h"
 #include "corral/v1/internal.pb.h"
+#include "wire_format.hpp"
 
 namespace corral::agent {
 namespace fs = std::filesystem;
@@ -191,26 +192,6 @@ namespace {
 constexpr char kRecordVersion = 0x01;
 }
 
-namespace {
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-// Appends `m` as length-delimited field `field`, serialized straight into `out` (no copy of the
-// message into the record, no temporary string).
-void append_message(std::string& out, int field, const google::protobuf::MessageLite& m) {
-  const size_t n = m.ByteSizeLong();
-  put_varint(out, (static_cast<uint64_t>(field) << 3) | 2);
-  put_varint(out, n);
-  const size_t at = out.size();
-  out.resize(at + n);
-  m.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out.data() + at));
-}
-}  // namespace
-
 std::string TaskRecord::to_record() const {
   // The small fields through the generated code; the framework, task, updates and statuses (most
   // of the bytes, written on every change of the task) appended as their wire fields of
@@ -229,11 +210,12 @@ std::string TaskRecord::to_record() const {
   r.set_user(user);
   std::string out(1, kRecordVersion);
   r.AppendToString(&out);
-  append_message(out, checkpoint::TaskRecord::kFrameworkFieldNumber, framework);
-  append_message(out, checkpoint::TaskRecord::kTaskFieldNumber, info);
-  for (const auto& u : pending) append_message(out, checkpoint::TaskRecord::kUpdatesFieldNumber, u);
+  wire::put_message(out, checkpoint::TaskRecord::kFrameworkFieldNumber, framework);
+  wire::put_message(out, checkpoint::TaskRecord::kTaskFieldNumber, info);
+  for (const auto& u : pending)
+    wire::put_message(out, checkpoint::TaskRecord::kUpdatesFieldNumber, u);
   for (const auto& st : statuses)
-    append_message(out, checkpoint::TaskRecord::kStatusesFieldNumber, st);
+    wire::put_message(out, checkpoint::TaskRecord::kStatusesFieldNumber, st);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include "corral/common/proto_json.hpp"
 #include "corral/common/recordio.hpp"
 #include "corral/common/version.hpp"
+#include "wire_format.hpp"
 
 namespace corral::agent {
 namespace asio = boost::asio;
@@ -43,26 +44,6 @@ namespace {
 // Protobuf wire framing, to put already serialized StatusUpdates into a call without parsing or
 // copying them as messages (AgentCall.status_update = 5, AgentCall.status_updates = 11,
 // StatusUpdates.updates = 1; all length-delimited).
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-void put_field(std::string& out, int field, std::string_view bytes) {
-  put_varint(out, (static_cast<uint64_t>(field) << 3) | 2);
-  put_varint(out, bytes.size());
-  out.append(bytes);
-}
 constexpr int kCallStatusUpdate = 5;
 constexpr int kCallStatusUpdates = 11;
 constexpr int kUpdatesUpdates = 1;
@@ -91,23 +72,23 @@ void AgentImpl::send_queued_updates() {
       size_t inner = 0;
       for (size_t i = 0; i < n; ++i) {
         const auto& u = update_queue_[i];
-        inner += 1 + varint_size(u.size()) + u.size();
+        inner += 1 + wire::varint_size(u.size()) + u.size();
       }
       head.set_type(internal::AgentCall::STATUS_UPDATES);
       body = to_binary(head);
-      body.reserve(body.size() + 1 + varint_size(inner) + inner);
-      put_varint(body, (static_cast<uint64_t>(kCallStatusUpdates) << 3) | 2);
-      put_varint(body, inner);
+      body.reserve(body.size() + 1 + wire::varint_size(inner) + inner);
+      wire::put_tag(body, kCallStatusUpdates);
+      wire::put_varint(body, inner);
       sent->reserve(n);
       for (size_t i = 0; i < n; ++i) {
-        put_field(body, kUpdatesUpdates, update_queue_.front());
+        wire::put_field(body, kUpdatesUpdates, update_queue_.front());
         sent->push_back(std::move(update_queue_.front()));
         update_queue_.pop_front();
       }
     } else {
       head.set_type(internal::AgentCall::STATUS_UPDATE);
       body = to_binary(head);
-      put_field(body, kCallStatusUpdate, update_queue_.front());
+      wire::put_field(body, kCallStatusUpdate, update_queue_.front());
       update_queue_.pop_front();
     }
     ++updates_in_flight_;
