@@ -246,48 +246,7 @@ class Impl final : public DockerContainerizer {
     open_output("stdout", &w->out_fd);
     open_output("stderr", &w->err_fd);
     std::weak_ptr<Watched> weak = w;
-    // Frames (one per line of output) are gathered and written once per read from dockerd.
-    w->demux = std::make_unique<LogDemuxer>([weak](int stream, std::string_view data) {
-      if (auto s = weak.lock()) (stream == 2 ? s->pending_err : s->pending_out).append(data);
-    });
-
-    // Output.
-    auto logs_status = std::make_shared<int>(0);
-    http::StreamCallbacks logs;
-    logs.on_head = [logs_status](const http::Response& head) {
-      *logs_status = static_cast<int>(head.result_int());
-      return head.result_int() == 200;
-    };
-    logs.on_data = [this, weak, gen](std::string_view data) {
-      auto s = weak.lock();
-      if (!s || s->generation != gen) return false;
-      auto fed = s->demux->feed(data);
-      s->bytes_received += data.size();
-      if (!s->pending_out.empty()) write_output(*s, 1, std::exchange(s->pending_out, {}));
-      if (!s->pending_err.empty()) write_output(*s, 2, std::exchange(s->pending_err, {}));
-      if (!fed.ok()) {
-        log::warning("the task's output stream from dockerd is malformed; output stops here: " +
-                         fed.error().message(),
-                     {{"CORRAL_CONTAINER_ID", s->container_id}});
-        return false;
-      }
-      return true;
-    };
-    logs.on_end = [this, weak, gen, logs_status](Result<void> end) {
-      auto s = weak.lock();
-      if (!s || s->generation != gen) return;
-      if (!end.ok() && end.error().code() != ECANCELED && *logs_status == 200 &&
-          daemon_gone(end.error().code()) && !s->termination) {
-        // dockerd went away mid-stream; the wait request says so too and re-follows.
-        return;
-      }
-      s->logs_done = true;
-      maybe_finish(s);
-    };
-    w->logs_stream = client_.stream(
-        http::make_request(http::Verb::get,
-                           api("/containers/" + w->docker_id + "/logs?follow=1&stdout=1&stderr=1")),
-        std::move(logs));
+    follow_logs(w, /*follow=*/true);
 
     // Exit.
     auto wait_status = std::make_shared<int>(0);
@@ -384,6 +343,73 @@ class Impl final : public DockerContainerizer {
           s->termination = t;
           maybe_finish(s);
         });
+  }
+
+  // Streams the container's output into <sandbox>/stdout and stderr. A follow stream that ends
+  // cleanly (the container stopped) is followed by one read without follow: dockerd 20.10 (the
+  // docker.io of Debian 12) can end a follow stream before the last lines of a container that
+  // just exited have been read from its log file, and those lines would be lost. The second read
+  // starts at the beginning; write_output() skips what is already in the files.
+  void follow_logs(const std::shared_ptr<Watched>& w, bool follow) {
+    const uint64_t gen = w->generation;
+    std::weak_ptr<Watched> weak = w;
+    w->out_seen = w->err_seen = 0;
+    // Frames (one per line of output) are gathered and written once per read from dockerd.
+    w->demux = std::make_unique<LogDemuxer>([weak](int stream, std::string_view data) {
+      if (auto s = weak.lock()) (stream == 2 ? s->pending_err : s->pending_out).append(data);
+    });
+    // Output.
+    auto logs_status = std::make_shared<int>(0);
+    http::StreamCallbacks logs;
+    logs.on_head = [logs_status](const http::Response& head) {
+      *logs_status = static_cast<int>(head.result_int());
+      return head.result_int() == 200;
+    };
+    logs.on_data = [this, weak, gen](std::string_view data) {
+      auto s = weak.lock();
+      if (!s || s->generation != gen) return false;
+      auto fed = s->demux->feed(data);
+      s->bytes_received += data.size();
+      if (!s->pending_out.empty()) write_output(*s, 1, std::exchange(s->pending_out, {}));
+      if (!s->pending_err.empty()) write_output(*s, 2, std::exchange(s->pending_err, {}));
+      if (!fed.ok()) {
+        log::warning("the task's output stream from dockerd is malformed; output stops here: " +
+                         fed.error().message(),
+                     {{"CORRAL_CONTAINER_ID", s->container_id}});
+        return false;
+      }
+      return true;
+    };
+    logs.on_end = [this, weak, gen, logs_status, follow](Result<void> end) {
+      auto s = weak.lock();
+      if (!s || s->generation != gen) return;
+      if (!end.ok() && end.error().code() != ECANCELED && *logs_status == 200 &&
+          daemon_gone(end.error().code()) && !s->termination) {
+        // dockerd went away mid-stream; the wait request says so too and re-follows.
+        return;
+      }
+      if (follow && end.ok() && *logs_status == 200 && !s->reported && !stopping_) {
+        // The follow stream ended because the container stopped: read what it may have missed
+        // (after this callback: the stream being ended is still running it).
+        asio::post(io_, [this, weak, gen] {
+          auto again = weak.lock();
+          if (!again || again->generation != gen || again->reported || stopping_) return;
+          follow_logs(again, /*follow=*/false);
+        });
+        return;
+      }
+      if (!end.ok() && end.error().code() != ECANCELED) {
+        log::warning("the task's output stream from dockerd ended early: " + end.error().message() +
+                         "; its stdout/stderr files may be incomplete",
+                     {{"CORRAL_CONTAINER_ID", s->container_id}});
+      }
+      s->logs_done = true;
+      maybe_finish(s);
+    };
+    w->logs_stream = client_.stream(
+        http::make_request(http::Verb::get, api("/containers/" + w->docker_id + "/logs?" +
+                                                (follow ? "follow=1&" : "") + "stdout=1&stderr=1")),
+        std::move(logs));
   }
 
   void maybe_finish(const std::shared_ptr<Watched>& w) {
